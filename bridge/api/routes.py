@@ -1,0 +1,206 @@
+"""Consumer endpoints: ``GET /v1/events`` (polling), ``/v1/events/stream`` (SSE), ``/v1/ws``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Final
+
+import structlog
+from aiohttp import WSMsgType, web
+
+from bridge.api.follow import follow
+from bridge.api.hub import Hub
+from bridge.config import ApiConfig
+from bridge.store.reader import Reader
+
+log = structlog.get_logger("bridge.api")
+
+HUB: Final = web.AppKey("hub", Hub)
+READER: Final = web.AppKey("reader", Reader)
+API_CONFIG: Final = web.AppKey("api_config", ApiConfig)
+STREAMS: Final = web.AppKey("streams", set[asyncio.Task[Any]])
+
+SSE_KEEPALIVE_S: Final = 15.0
+
+
+def error(status: int, code: str, detail: str, **extra: object) -> web.Response:
+    return web.json_response({"error": code, "detail": detail, **extra}, status=status)
+
+
+def _authorized(request: web.Request) -> bool:
+    tokens = request.app[API_CONFIG].tokens
+    if not tokens:
+        return True
+    header = request.headers.get("Authorization", "")
+    scheme, _, presented = header.partition(" ")
+    if scheme.lower() != "bearer":
+        # EventSource and browser WebSockets cannot set headers: allow the query parameter.
+        presented = request.query.get("access_token", "")
+    ok = False
+    for token in tokens:  # check all: no early exit, constant time per token
+        ok |= hmac.compare_digest(presented.encode(), token.encode())
+    return ok
+
+
+def _unauthorized() -> web.Response:
+    response = error(401, "unauthorized", "a valid bearer token is required")
+    response.headers["WWW-Authenticate"] = 'Bearer realm="pbx-bridge"'
+    return response
+
+
+class _BadQuery(Exception):
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(problem)
+        self.field = field
+        self.problem = problem
+
+
+def _int_param(request: web.Request, name: str, default: int, *, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _BadQuery(name, f"expected an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise _BadQuery(name, f"must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _types(request: web.Request) -> tuple[str, ...]:
+    patterns: list[str] = []
+    for value in request.query.getall("type", []):
+        patterns.extend(part.strip() for part in value.split(",") if part.strip())
+    return tuple(patterns)
+
+
+async def _start_after(request: web.Request) -> int:
+    """Resume point: ``Last-Event-ID`` (SSE reconnect), ``?after=``, or the current head."""
+    last_id = request.headers.get("Last-Event-ID")
+    if last_id:
+        if not last_id.isdigit():
+            raise _BadQuery("Last-Event-ID", f"expected a seq, got {last_id!r}")
+        return int(last_id)
+    if request.query.get("after"):
+        return _int_param(request, "after", 0, lo=0, hi=2**63 - 1)
+    return await request.app[READER].head()
+
+
+async def list_events(request: web.Request) -> web.StreamResponse:
+    if not _authorized(request):
+        return _unauthorized()
+    config = request.app[API_CONFIG]
+    try:
+        after = _int_param(request, "after", 0, lo=0, hi=2**63 - 1)
+        limit = _int_param(request, "limit", 100, lo=1, hi=config.page_limit_max)
+    except _BadQuery as exc:
+        return error(400, "invalid_query", exc.problem, field=exc.field)
+    page = await request.app[READER].page(after=after, limit=limit, types=_types(request))
+    # The bodies are stored encoded: splice them rather than decode and re-encode.
+    body = (
+        b'{"events":['
+        + b",".join(e.body for e in page.events)
+        + b'],"next_after":%d}' % (page.next_after)
+    )
+    return web.Response(body=body, content_type="application/json")
+
+
+async def stream_events(request: web.Request) -> web.StreamResponse:
+    if not _authorized(request):
+        return _unauthorized()
+    try:
+        after = await _start_after(request)
+    except _BadQuery as exc:
+        return error(400, "invalid_query", exc.problem, field=exc.field)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    app = request.app
+    stream = follow(
+        app[HUB], app[READER], after=after, types=_types(request), idle_s=SSE_KEEPALIVE_S
+    )
+    log.info("subscriber_connected", kind="sse", after=after, peer=request.remote)
+    try:
+        with _registered(request):
+            async for batch in stream:
+                if not batch:
+                    await response.write(b": keepalive\n\n")  # keeps proxies from timing out
+                    continue
+                await response.write(
+                    b"".join(b"id: %d\ndata: %s\n\n" % (e.seq, e.body) for e in batch)
+                )
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        await stream.aclose()
+        log.info("subscriber_disconnected", kind="sse", peer=request.remote)
+    return response
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    if not _authorized(request):
+        return _unauthorized()
+    try:
+        after = await _start_after(request)
+    except _BadQuery as exc:
+        return error(400, "invalid_query", exc.problem, field=exc.field)
+    ws = web.WebSocketResponse(heartbeat=30.0)
+    await ws.prepare(request)
+    app = request.app
+    log.info("subscriber_connected", kind="ws", after=after, peer=request.remote)
+
+    async def pump() -> None:
+        try:
+            async for batch in follow(app[HUB], app[READER], after=after, types=_types(request)):
+                for event in batch:
+                    # send_bytes would make a binary frame; CloudEvents JSON is text.
+                    await ws.send_str(event.body.decode())
+        except ConnectionResetError:
+            pass
+        except Exception:
+            log.exception("subscriber_failed", kind="ws")
+            await ws.close(code=1011, message=b"internal error")
+
+    sender = asyncio.create_task(pump(), name="ws-pump")
+    try:
+        with _registered(request):
+            async for message in ws:  # we expect nothing from the client; this notices the close
+                if message.type == WSMsgType.ERROR:
+                    break
+    except asyncio.CancelledError:
+        await ws.close(code=1001, message=b"server shutting down")
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionResetError):
+            await sender
+        log.info("subscriber_disconnected", kind="ws", peer=request.remote)
+    return ws
+
+
+@contextmanager
+def _registered(request: web.Request) -> Iterator[None]:
+    """Track a long-lived stream so shutdown can end it instead of waiting for it."""
+    task = asyncio.current_task()
+    assert task is not None
+    streams = request.app[STREAMS]
+    streams.add(task)
+    try:
+        yield
+    finally:
+        streams.discard(task)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/events", list_events)
+    app.router.add_get("/v1/events/stream", stream_events)
+    app.router.add_get("/v1/ws", websocket)

@@ -1,0 +1,144 @@
+"""The daemon: writer, hub, reader, HTTP server, owned and stopped in reverse order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from bridge import __version__, systemd
+from bridge.api import routes
+from bridge.api.hub import Hub
+from bridge.config import Config
+from bridge.sources.http import Ingest
+from bridge.store.reader import Reader
+from bridge.store.writer import Writer
+
+log = structlog.get_logger("bridge")
+
+
+class Daemon:
+    """Everything that runs, as one async context manager."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.hub = Hub(client_queue=config.api.client_queue)
+        self.started_at = time.time()
+        self._stack = AsyncExitStack()
+        self.writer: Writer
+        self.reader: Reader
+        self.port = 0
+
+    async def __aenter__(self) -> Daemon:
+        stack = self._stack
+        await stack.__aenter__()
+        try:
+            self.writer = await stack.enter_async_context(
+                Writer(self.config.storage, self.hub.publish)
+            )
+            self.reader = Reader(str(self.config.storage.path))
+            stack.callback(self.reader.close)
+            runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=10.0)
+            await runner.setup()
+            stack.push_async_callback(runner.cleanup)
+            server = self.config.server
+            site = web.TCPSite(runner, server.host, server.port)
+            await site.start()
+            sockets = runner.addresses
+            self.port = sockets[0][1] if sockets else server.port
+        except BaseException:
+            await stack.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.__aexit__(exc_type, exc, tb)
+
+    def _app(self) -> web.Application:
+        app = web.Application(client_max_size=self.config.server.max_body_bytes)
+        app[routes.HUB] = self.hub
+        app[routes.READER] = self.reader
+        app[routes.API_CONFIG] = self.config.api
+        app[routes.STREAMS] = set()
+        Ingest(self.config, self.writer).add_routes(app)
+        routes.add_routes(app)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.on_shutdown.append(_close_streams)
+        return app
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "version": __version__})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        ready = self.writer.alive
+        body = {
+            "status": "ready" if ready else "not_ready",
+            "outbox": {
+                "writable": ready,
+                "last_seq": self.writer.last_seq,
+                "commits": self.writer.commits,
+            },
+            "subscribers": self.hub.subscribers,
+            "sources": [source.name for source in self.config.sources],
+        }
+        return web.json_response(body, status=200 if ready else 503)
+
+
+async def _close_streams(app: web.Application) -> None:
+    """SSE and WebSocket handlers run forever: end them so shutdown does not wait for them."""
+    streams: set[asyncio.Task[Any]] = app[routes.STREAMS]
+    for task in list(streams):
+        task.cancel()
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGTERM or SIGINT, then drain and stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with Daemon(config) as daemon:
+        log.info(
+            "listening",
+            host=config.server.host,
+            port=daemon.port,
+            url=f"http://{config.server.host}:{daemon.port}",
+            data_dir=config.storage.data_dir,
+            sources=[f"/ingest/{source.name}" for source in config.sources],
+            version=__version__,
+        )
+        systemd.notify("READY=1")
+        watchdog = asyncio.create_task(_watchdog(daemon), name="watchdog")
+        await stop.wait()
+        log.info("stopping")
+        systemd.notify("STOPPING=1")
+        watchdog.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watchdog
+    log.info("stopped")
+
+
+async def _watchdog(daemon: Daemon) -> None:
+    """Ping systemd's watchdog only while the writer is alive: a dead writer gets us restarted."""
+    interval = systemd.watchdog_interval_s()
+    if interval is None:
+        return
+    while True:
+        if daemon.writer.alive:
+            systemd.notify("WATCHDOG=1")
+        else:
+            log.error("writer_dead_watchdog_withheld")
+        await asyncio.sleep(interval)

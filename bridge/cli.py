@@ -1,0 +1,122 @@
+"""The ``pbx-bridge`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from bridge import __version__, config
+from bridge.errors import ConfigError
+
+DEFAULT_URL = "http://127.0.0.1:8480"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pbx-bridge",
+        description="PBX call events in, one durable normalised stream out.",
+    )
+    parser.add_argument("--version", action="version", version=f"pbx-bridge {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the daemon")
+    run.add_argument("--config", help="TOML config file (default: the embedded default)")
+    run.add_argument("--listen", help="HOST:PORT, overrides server.listen")
+    run.add_argument("--data-dir", help="overrides storage.data_dir")
+
+    check = commands.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("file")
+
+    tail = commands.add_parser("tail", help="print the live event stream")
+    tail.add_argument("--url", default=DEFAULT_URL, help=f"bridge URL (default {DEFAULT_URL})")
+    tail.add_argument("--type", action="append", default=[], help="type pattern, e.g. call.*")
+    tail.add_argument("--after", type=int, help="start after this seq (default: only new events)")
+    tail.add_argument("--token", help="API bearer token")
+    tail.add_argument("--limit", type=int, help="stop after this many events")
+
+    simulate = commands.add_parser("simulate", help="play a vendor PBX against the bridge")
+    vendors = simulate.add_subparsers(dest="vendor", required=True)
+    coo = vendors.add_parser("coocenter", help="Zycoo CooCenter call lifecycles")
+    coo.add_argument("--url", default=f"{DEFAULT_URL}/ingest/coocenter")
+    coo.add_argument("--calls", type=int, default=10)
+    coo.add_argument("--rate", type=float, default=2.0, help="new calls per second")
+    coo.add_argument("--webkey", help="send Authorization: md5(WEBKEY + date)")
+    coo.add_argument("--seed", type=int)
+    coo.add_argument("--retransmit-s", type=float, default=2.0)
+    coo.add_argument("--duplicate-ratio", type=float, default=0.1)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "check-config":
+            loaded = config.load(args.file)
+            names = ", ".join(source.name for source in loaded.sources) or "none"
+            print(f"{args.file}: ok ({len(loaded.sources)} sources: {names})")
+            return 0
+        if args.command == "tail":
+            return _tail(args)
+        if args.command == "simulate":
+            return _simulate(args)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from bridge import app, logs
+
+    loaded = config.override(config.load(args.config), listen=args.listen, data_dir=args.data_dir)
+    logs.setup(loaded.logging)
+    _install_uvloop()
+    asyncio.run(app.serve(loaded))
+    return 0
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from bridge.tail import tail
+
+    asyncio.run(
+        tail(
+            url=args.url,
+            types=tuple(args.type),
+            after=args.after,
+            token=args.token,
+            limit=args.limit,
+        )
+    )
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from bridge.simulate import coocenter
+
+    report = asyncio.run(
+        coocenter.run(
+            url=args.url,
+            calls=args.calls,
+            rate=args.rate,
+            webkey=args.webkey,
+            retransmit_s=args.retransmit_s,
+            duplicate_ratio=args.duplicate_ratio,
+            seed=args.seed,
+            out=sys.stdout,
+        )
+    )
+    return 0 if report.failed == 0 else 1

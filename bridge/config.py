@@ -1,0 +1,284 @@
+"""Typed configuration: TOML in, frozen objects out, validated once with key paths in errors.
+
+Nothing else in the bridge reads TOML or the environment. See config/pbx-bridge.example.toml for
+every key with its meaning.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+
+from bridge.errors import ConfigError
+
+IMPLEMENTED_VENDORS = ("coocenter",)
+
+_Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+_Positive = Annotated[int, msgspec.Meta(gt=0)]
+_NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+
+
+class AuthNone(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag="none",
+    tag_field="type",
+):
+    """No authentication: only for loopback or an IP allow-list."""
+
+
+class AuthToken(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag="token",
+    tag_field="type",
+):
+    """A shared secret in a header or a query parameter."""
+
+    token: Annotated[str, msgspec.Meta(min_length=8)]
+    header: str = "X-Bridge-Token"
+    query: str = "token"
+
+
+class AuthBasic(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag="basic",
+    tag_field="type",
+):
+    """HTTP Basic (RFC 7617)."""
+
+    username: Annotated[str, msgspec.Meta(min_length=1)]
+    password: Annotated[str, msgspec.Meta(min_length=1)]
+    realm: str = "pbx-bridge"
+
+
+class AuthWebkey(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag="webkey",
+    tag_field="type",
+):
+    """Zycoo CooCenter: ``Authorization: md5(WEBKEY + 'YYYY-MM-DD')`` in the source's zone."""
+
+    webkey: Annotated[str, msgspec.Meta(min_length=1)]
+
+
+Auth = AuthNone | AuthToken | AuthBasic | AuthWebkey
+
+
+class SourceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: _Name
+    vendor: str
+    timezone: str = "UTC"
+    auth: Auth = AuthNone()
+    allow_ips: tuple[str, ...] = ()
+    extension_max_digits: Annotated[int, msgspec.Meta(ge=1, le=12)] = 5
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(net, strict=False) for net in self.allow_ips)
+
+
+class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    listen: str = "127.0.0.1:8480"
+    max_body_bytes: _Positive = 1 << 20
+
+    @property
+    def host(self) -> str:
+        return split_listen(self.listen, "server.listen")[0]
+
+    @property
+    def port(self) -> int:
+        return split_listen(self.listen, "server.listen")[1]
+
+
+class StorageConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    data_dir: str = "./var"
+    synchronous: Literal["full", "normal"] = "full"
+    retention_days: Annotated[float, msgspec.Meta(gt=0)] | None = 30.0
+    calls_ttl_hours: Annotated[float, msgspec.Meta(gt=0)] = 24.0
+    max_batch: _Positive = 512
+    linger_ms: _NonNegative = 2.0
+    max_pending: _Positive = 20_000
+
+    @property
+    def path(self) -> Path:
+        return Path(self.data_dir) / "outbox.sqlite3"
+
+
+class ApiConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    tokens: tuple[Annotated[str, msgspec.Meta(min_length=16)], ...] = ()
+    client_queue: _Positive = 1024
+    page_limit_max: _Positive = 1000
+
+
+class LoggingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    server: ServerConfig = ServerConfig()
+    storage: StorageConfig = StorageConfig()
+    api: ApiConfig = ApiConfig()
+    logging: LoggingConfig = LoggingConfig()
+    sources: tuple[SourceConfig, ...] = ()
+
+    def source(self, name: str) -> SourceConfig | None:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        return None
+
+
+def split_listen(value: str, path: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) into its parts."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(path, f"expected HOST:PORT, got {value!r}")
+    host = host.strip("[]")
+    if not host:
+        raise ConfigError(path, f"missing host in {value!r}")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand(value: Any, path: str) -> Any:
+    """Replace ``${NAME}`` in every string with the environment variable's value."""
+    if isinstance(value, str):
+
+        def sub(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                raise ConfigError(path, f"environment variable {name} is not set")
+            return os.environ[name]
+
+        return _ENV.sub(sub, value)
+    if isinstance(value, dict):
+        return {key: _expand(item, f"{path}.{key}" if path else key) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_expand(item, f"{path}[{index}]") for index, item in enumerate(value)]
+    return value
+
+
+def _path_of(message: str) -> tuple[str, str]:
+    """msgspec says ``... - at `$.sources[0].auth```: split that into (path, problem)."""
+    problem, sep, where = message.rpartition(" - at `")
+    if not sep:
+        return "", message
+    path = where.rstrip("`").removeprefix("$").removeprefix(".")
+    return path, problem[0].lower() + problem[1:]
+
+
+def from_dict(raw: dict[str, Any]) -> Config:
+    """Validate a parsed TOML document into a :class:`Config`."""
+    try:
+        config = msgspec.convert(_expand(raw, ""), Config)
+    except msgspec.ValidationError as exc:
+        path, problem = _path_of(str(exc))
+        raise ConfigError(path, problem) from None
+    _check(config)
+    return config
+
+
+def _check(config: Config) -> None:
+    """Rules that types alone cannot say."""
+    split_listen(config.server.listen, "server.listen")
+    seen: set[str] = set()
+    for index, source in enumerate(config.sources):
+        path = f"sources[{index}]"
+        if source.name in seen:
+            raise ConfigError(f"{path}.name", f"duplicate source name {source.name!r}")
+        seen.add(source.name)
+        if source.vendor not in IMPLEMENTED_VENDORS:
+            known = ", ".join(IMPLEMENTED_VENDORS)
+            raise ConfigError(
+                f"{path}.vendor", f"unknown vendor {source.vendor!r} (known: {known})"
+            )
+        try:
+            ZoneInfo(source.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(
+                f"{path}.timezone", f"unknown time zone {source.timezone!r}"
+            ) from None
+        for net_index, net in enumerate(source.allow_ips):
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"{path}.allow_ips[{net_index}]", f"not an IP address or network: {net!r}"
+                ) from None
+        if (
+            isinstance(source.auth, AuthNone)
+            and not source.allow_ips
+            and not is_loopback(config.server.host)
+        ):
+            raise ConfigError(
+                f"{path}.auth",
+                "a source with auth type 'none' on a non-loopback listener needs allow_ips",
+            )
+    if not is_loopback(config.server.host) and not config.api.tokens:
+        raise ConfigError(
+            "api.tokens",
+            f"listening on non-loopback {config.server.listen} requires at least one API token",
+        )
+
+
+def load(path: str | Path | None) -> Config:
+    """The config from a TOML file, or the embedded default when ``path`` is None."""
+    if path is None:
+        return default()
+    try:
+        with open(path, "rb") as handle:
+            raw = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError("", f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"{path}: invalid TOML: {exc}") from None
+    return from_dict(raw)
+
+
+def default() -> Config:
+    """The embedded default: loopback, ``./var``, one unauthenticated source per vendor."""
+    return from_dict({"sources": [{"name": name, "vendor": name} for name in IMPLEMENTED_VENDORS]})
+
+
+def override(config: Config, *, listen: str | None, data_dir: str | None) -> Config:
+    """Command-line flags win over the file; the result is validated like the file."""
+    raw = msgspec.to_builtins(config)
+    if listen is not None:
+        raw["server"]["listen"] = listen
+    if data_dir is not None:
+        raw["storage"]["data_dir"] = data_dir
+    return from_dict(raw)

@@ -1,0 +1,57 @@
+"""The bridge's one error tree.
+
+::
+
+    BridgeError
+    ├── ConfigError          a config file or flag is wrong (names the key path)
+    ├── PayloadError         a vendor payload cannot be read or mapped (names the field)
+    │   └── UnsupportedMediaError   the body is not in the shape the vendor sends
+    ├── AuthError            a request did not authenticate (nothing is stored)
+    └── OutboxError          the outbox could not commit (the vendor will retry)
+        └── OverloadedError  too many events are waiting for the writer
+"""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Root of every error the bridge raises on purpose."""
+
+
+class ConfigError(BridgeError):
+    """A config value is missing or wrong; ``path`` is the dotted key path."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}" if path else problem)
+        self.path = path
+        self.problem = problem
+
+
+class PayloadError(BridgeError):
+    """A vendor payload is malformed; ``field`` names what was wrong (``""`` for the whole body)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}" if field else problem)
+        self.field = field
+        self.problem = problem
+
+
+class UnsupportedMediaError(PayloadError):
+    """The body is not in the content type the vendor sends."""
+
+
+class AuthError(BridgeError):
+    """A request failed its source's authentication; ``challenge`` is a WWW-Authenticate value."""
+
+    def __init__(self, reason: str, challenge: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.challenge = challenge
+
+
+class OutboxError(BridgeError):
+    """The outbox could not commit; the request must not be acknowledged."""
+
+
+class OverloadedError(OutboxError):
+    """The writer's queue is full; answer 503 so the vendor retries later."""

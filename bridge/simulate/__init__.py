@@ -1,0 +1,1 @@
+"""Simulators that play vendor PBXs against a running bridge (loopback only)."""

@@ -1,0 +1,1 @@
+"""Where vendor payloads come in: HTTP ingest (and, later, realtime clients)."""

@@ -1,0 +1,137 @@
+"""HTTP ingest: ``POST|GET /ingest/{source}[/{anything}]``.
+
+The order of checks is the order of trust: which source, from where (IP allow-list), who
+(auth), how big (413), what (normalise: 400 names the problem), then durable (commit, else 503).
+A 2xx is written only after the writer says the events are committed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from datetime import UTC, tzinfo
+
+import structlog
+from aiohttp import web
+
+from bridge.config import Config, SourceConfig
+from bridge.errors import AuthError, OutboxError, PayloadError
+from bridge.sources import auth
+from bridge.store.writer import Writer
+from bridge.vendors.base import Payload, SourceContext, Vendor
+from bridge.vendors.registry import VENDORS
+
+log = structlog.get_logger("bridge.ingest")
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    config: SourceConfig
+    vendor: Vendor
+    authenticator: auth.Authenticator
+    tz: tzinfo
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+
+def _error(status: int, code: str, detail: str, **extra: object) -> web.Response:
+    return web.json_response({"error": code, "detail": detail, **extra}, status=status)
+
+
+class Ingest:
+    """The ingest endpoint for every configured source."""
+
+    def __init__(self, config: Config, writer: Writer, clock: auth.Clock = auth.utc_now) -> None:
+        self._writer = writer
+        self._max_body = config.server.max_body_bytes
+        self._clock = clock
+        self._sources = {
+            source.name: Source(
+                config=source,
+                vendor=VENDORS[source.vendor],
+                authenticator=auth.build(source.auth, source.tz, clock),
+                tz=source.tz,
+                networks=source.networks,
+            )
+            for source in config.sources
+        }
+        self.accepted = 0
+        self.refused = 0
+
+    def add_routes(self, app: web.Application) -> None:
+        for path in ("/ingest/{source}", "/ingest/{source}/{tail:.*}"):
+            app.router.add_route("POST", path, self.handle)
+            app.router.add_route("GET", path, self.handle)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["source"]
+        source = self._sources.get(name)
+        if source is None:
+            return _error(404, "unknown_source", f"no source named {name!r} is configured")
+        bound = structlog.contextvars.bound_contextvars(source=name)
+        with bound:
+            response = await self._handle(request, source)
+        if response.status >= 300:
+            self.refused += 1
+        return response
+
+    async def _handle(self, request: web.Request, source: Source) -> web.StreamResponse:
+        if source.networks and not _allowed(request.remote, source):
+            log.warning("ingest_refused", reason="ip_not_allowed", peer=request.remote)
+            return _error(403, "forbidden", f"address {request.remote} is not allowed")
+        try:
+            source.authenticator.check(request)
+        except AuthError as exc:
+            log.warning("ingest_refused", reason=exc.reason, peer=request.remote)
+            response = _error(401, "unauthorized", exc.reason)
+            if exc.challenge:
+                response.headers["WWW-Authenticate"] = exc.challenge
+            return response
+        if request.content_length is not None and request.content_length > self._max_body:
+            return _too_large(self._max_body)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _too_large(self._max_body)
+        payload = Payload(
+            body=body,
+            query=dict(request.query),
+            content_type=request.content_type,
+            path=request.match_info.get("tail", ""),
+        )
+        context = SourceContext(
+            name=source.config.name,
+            vendor=source.vendor.name,
+            tz=source.tz,
+            received_at=self._clock().astimezone(UTC),
+            extension_max_digits=source.config.extension_max_digits,
+        )
+        try:
+            events = source.vendor.normalize(payload, context)
+        except PayloadError as exc:
+            log.warning("payload_rejected", field=exc.field, problem=exc.problem)
+            return _error(400, "invalid_payload", exc.problem, field=exc.field)
+        try:
+            committed = await self._writer.submit(events) if events else []
+        except OutboxError as exc:
+            log.error("ingest_not_committed", error=str(exc))
+            response = _error(503, "outbox_unavailable", str(exc))
+            response.headers["Retry-After"] = "1"
+            return response
+        self.accepted += 1
+        log.debug("ingest_committed", events=len(events), new=len(committed))
+        ack = source.vendor.ack
+        return web.Response(status=ack.status, body=ack.body, content_type=ack.content_type)
+
+
+def _allowed(remote: str | None, source: Source) -> bool:
+    if remote is None:
+        return False
+    try:
+        address = ipaddress.ip_address(remote)
+    except ValueError:
+        return False
+    return any(address in network for network in source.networks)
+
+
+def _too_large(limit: int) -> web.Response:
+    return _error(413, "payload_too_large", f"body exceeds {limit} bytes")

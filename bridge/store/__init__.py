@@ -1,0 +1,1 @@
+"""The durable outbox: SQLite in WAL mode, one writer thread, many readers."""

@@ -1,0 +1,112 @@
+"""Reads from the outbox on a small pool of threads, one read-only connection per thread.
+
+Each read is one function on one thread (a whole read transaction per hop), so a page and the
+head it was read against are consistent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+from bridge.store import schema
+from bridge.store.writer import Committed
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    events: list[Committed]
+    next_after: int
+
+
+def type_filter(patterns: tuple[str, ...]) -> tuple[str, list[object]]:
+    """SQL for ``call.*`` style patterns (exact names or ``prefix.*``); empty means all."""
+    if not patterns or "*" in patterns:
+        return "1", []
+    clauses: list[str] = []
+    args: list[object] = []
+    for pattern in patterns:
+        if pattern.endswith(".*"):
+            prefix = pattern[:-1]
+            clauses.append("substr(type, 1, ?) = ?")
+            args.extend([len(prefix), prefix])
+        else:
+            clauses.append("type = ?")
+            args.append(pattern)
+    return "(" + " OR ".join(clauses) + ")", args
+
+
+class Reader:
+    """Pages of committed events by ``seq``."""
+
+    def __init__(self, path: str, *, threads: int = 2) -> None:
+        self._path = path
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="outbox-reader")
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        for conn in self._conns:
+            conn.close()
+
+    async def _run(self, fn: object, *args: object) -> object:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, fn, *args)  # type: ignore[arg-type]
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = schema.connect(self._path, readonly=True)
+            self._local.conn = conn
+            with self._lock:
+                self._conns.append(conn)
+        return conn
+
+    async def page(self, *, after: int, limit: int, types: tuple[str, ...] = ()) -> Page:
+        """Events with ``seq > after`` matching ``types``, oldest first.
+
+        ``next_after`` is where the next page starts: past the last event returned, or, when
+        the page is not full, past every event that existed when it was read (so a filtered
+        poll does not rescan rows it already skipped).
+        """
+        page = await self._run(self._page, after, limit, types)
+        assert isinstance(page, Page)
+        return page
+
+    def _page(self, after: int, limit: int, types: tuple[str, ...]) -> Page:
+        conn = self._conn()
+        where, args = type_filter(types)
+        conn.execute("BEGIN")
+        try:
+            (head,) = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+            rows = conn.execute(
+                f"SELECT seq, type, source, subject, body FROM events"
+                f" WHERE seq > ? AND seq <= ? AND {where} ORDER BY seq LIMIT ?",
+                [after, head, *args, limit],
+            ).fetchall()
+        finally:
+            conn.execute("COMMIT")
+        events = [
+            Committed(seq=r[0], type=r[1], source=r[2], subject=r[3], body=r[4]) for r in rows
+        ]
+        if len(events) == limit:
+            return Page(events, events[-1].seq)
+        return Page(events, max(after, head))
+
+    async def head(self) -> int:
+        """The newest committed ``seq`` (0 for an empty outbox)."""
+        head = await self._run(self._head)
+        assert isinstance(head, int)
+        return head
+
+    def _head(self) -> int:
+        (head,) = self._conn().execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+        return int(head)

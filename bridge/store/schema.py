@@ -1,0 +1,78 @@
+"""Numbered schema migrations, tracked with ``PRAGMA user_version``.
+
+Append a migration to ``MIGRATIONS``; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Final
+
+MIGRATIONS: Final[tuple[str, ...]] = (
+    # 1: the outbox and the call-correlation table.
+    """
+    CREATE TABLE events (
+        seq         INTEGER PRIMARY KEY,
+        id          TEXT    NOT NULL UNIQUE,
+        type        TEXT    NOT NULL,
+        source      TEXT    NOT NULL,
+        subject     TEXT    NOT NULL,
+        time        TEXT    NOT NULL,
+        received_at REAL    NOT NULL,
+        body        BLOB    NOT NULL
+    );
+    CREATE TABLE calls (
+        source      TEXT    NOT NULL,
+        subject     TEXT    NOT NULL,
+        state       INTEGER NOT NULL,
+        answered    INTEGER NOT NULL,
+        direction   TEXT,
+        missed      INTEGER NOT NULL,
+        first_seq   INTEGER NOT NULL,
+        last_seq    INTEGER NOT NULL,
+        updated_at  REAL    NOT NULL,
+        PRIMARY KEY (source, subject)
+    ) WITHOUT ROWID;
+    CREATE INDEX calls_updated_at ON calls (updated_at);
+    """,
+)
+
+
+def connect(path: str, *, synchronous: str = "full", readonly: bool = False) -> sqlite3.Connection:
+    """A connection with the pragmas every user of the outbox needs."""
+    if readonly:
+        conn = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
+    else:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema up to date; returns the version reached."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version > len(MIGRATIONS):
+        raise RuntimeError(
+            f"outbox schema version {version} is newer than this bridge knows "
+            f"({len(MIGRATIONS)}): refusing to run an older bridge on it"
+        )
+    for number in range(version + 1, len(MIGRATIONS) + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(MIGRATIONS[number - 1]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={number}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    return len(MIGRATIONS)
+
+
+def _statements(script: str) -> list[str]:
+    # executescript() would commit our transaction first; split instead (no ';' inside strings).
+    return [part.strip() for part in script.split(";") if part.strip()]

@@ -1,0 +1,322 @@
+"""The one writer: group commit of events from every source into the outbox.
+
+Ingest handlers ``await writer.submit(events)``. One task gathers what is waiting (up to
+``max_batch`` events, lingering ``linger_ms`` for more), then a single transaction on the
+writer's own thread inserts the events (dedup on ``id``), advances the per-call state, inserts
+derived events and commits. Only then are the waiting handlers released, so a vendor is answered
+2xx only for what is on disk, and the committed events are handed to the hub in ``seq`` order.
+If the commit fails the transaction is rolled back whole and every waiter gets an OutboxError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Final, TypeVar
+
+import msgspec
+import structlog
+
+from bridge import calls
+from bridge.config import StorageConfig
+from bridge.errors import OutboxError, OverloadedError
+from bridge.events import Event, encode
+from bridge.store import schema
+
+log = structlog.get_logger("bridge.writer")
+
+_T = TypeVar("_T")
+
+PRUNE_BATCH: Final = 1000
+PRUNE_INTERVAL_S: Final = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """An event as it stands in the outbox: its ``seq`` and its encoded CloudEvent."""
+
+    seq: int
+    type: str
+    source: str
+    subject: str
+    body: bytes
+
+
+Publish = Callable[[Sequence[Committed]], None]
+
+
+@dataclass(slots=True)
+class _Request:
+    events: Sequence[Event]
+    done: asyncio.Future[list[Committed]]
+    committed: list[Committed] = field(default_factory=list)
+
+
+class Writer:
+    """Owns the outbox's write connection, its thread and the group-commit task."""
+
+    def __init__(self, config: StorageConfig, publish: Publish) -> None:
+        self._config = config
+        self._publish = publish
+        self._path = str(config.path)
+        self._pending: deque[_Request] = deque()
+        self._pending_events = 0
+        self._wake = asyncio.Event()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-writer")
+        self._conn: sqlite3.Connection | None = None
+        self._next_seq = 1
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        self.last_commit_at: float | None = None
+        self.failed: BaseException | None = None
+        self.commits = 0
+        self.committed_events = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Writer:
+        await self._run(self._open)
+        self._tasks = [
+            asyncio.create_task(self._commit_loop(), name="writer-commit"),
+            asyncio.create_task(self._prune_loop(), name="writer-prune"),
+        ]
+        log.info("outbox_opened", path=self._path, last_seq=self._next_seq - 1)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Drain: everything already submitted is committed (or failed) before we close.
+        self._closing = True
+        self._wake.set()
+        commit_task, prune_task = self._tasks
+        prune_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await prune_task
+        await commit_task
+        await self._run(self._close)
+        self._thread.shutdown(wait=True)
+        log.info("outbox_closed", last_seq=self._next_seq - 1)
+
+    @property
+    def last_seq(self) -> int:
+        return self._next_seq - 1
+
+    @property
+    def alive(self) -> bool:
+        return bool(self._tasks) and not any(task.done() for task in self._tasks)
+
+    async def _run(self, fn: Callable[..., _T], *args: object) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    def _open(self) -> None:
+        Path(self._config.data_dir).mkdir(parents=True, exist_ok=True)
+        self._conn = schema.connect(self._path, synchronous=self._config.synchronous)
+        schema.migrate(self._conn)
+        (last,) = self._conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+        self._next_seq = last + 1
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- submit ----------------------------------------------------------------------------
+
+    async def submit(self, events: Sequence[Event]) -> list[Committed]:
+        """Commit ``events``; returns those that were new (duplicates are already stored)."""
+        if self._closing or not self.alive:
+            raise OutboxError("the outbox writer is not running")
+        if self._pending_events + len(events) > self._config.max_pending:
+            raise OverloadedError(f"{self._pending_events} events already waiting for the outbox")
+        request = _Request(events, asyncio.get_running_loop().create_future())
+        self._pending.append(request)
+        self._pending_events += len(events)
+        self._wake.set()
+        return await request.done
+
+    # -- the commit loop -------------------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        linger_s = self._config.linger_ms / 1000
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if linger_s and self._pending_events < self._config.max_batch and not self._closing:
+                # Group commit: give concurrent senders a moment to join this transaction.
+                await asyncio.sleep(linger_s)
+            batch = self._take_batch()
+            await self._commit_batch(batch)
+
+    def _take_batch(self) -> list[_Request]:
+        batch: list[_Request] = []
+        size = 0
+        while self._pending and (
+            not batch or size + len(self._pending[0].events) <= self._config.max_batch
+        ):
+            request = self._pending.popleft()
+            batch.append(request)
+            size += len(request.events)
+        self._pending_events -= size
+        return batch
+
+    async def _commit_batch(self, batch: list[_Request]) -> None:
+        try:
+            await self._run(self._commit, batch)
+        except Exception as exc:  # every failure means: not committed
+            log.error(
+                "outbox_commit_failed", error=str(exc), events=sum(len(r.events) for r in batch)
+            )
+            error = OutboxError(f"outbox commit failed: {exc}")
+            for request in batch:
+                if not request.done.done():
+                    request.done.set_exception(error)
+            return
+        self.commits += 1
+        self.last_commit_at = time.monotonic()
+        new: list[Committed] = []
+        for request in batch:
+            new.extend(request.committed)
+            if not request.done.done():  # the handler may have been cancelled (client gone)
+                request.done.set_result(request.committed)
+        self.committed_events += len(new)
+        if new:
+            try:
+                self._publish(new)
+            except Exception:  # a consumer bug must not stop commits; consumers catch up
+                log.exception("publish_failed", first_seq=new[0].seq)
+
+    def _commit(self, batch: list[_Request]) -> None:
+        """One transaction for the whole batch (runs on the writer thread)."""
+        conn = self._conn
+        assert conn is not None
+        start_seq = self._next_seq
+        now = time.time()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for request in batch:
+                request.committed = []
+                for event in request.events:
+                    request.committed.extend(self._apply(conn, event, now))
+            conn.execute("COMMIT")
+        except BaseException:
+            self._next_seq = start_seq
+            for request in batch:
+                request.committed = []
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+
+    def _apply(self, conn: sqlite3.Connection, event: Event, now: float) -> list[Committed]:
+        """Insert one incoming event and what it derives, after dedup and call-state rules."""
+        if conn.execute("SELECT 1 FROM events WHERE id = ?", (event.id,)).fetchone():
+            return []  # a vendor retransmission: already committed
+        if not calls.is_call_event(event):
+            committed = self._insert(conn, event, now)
+            return [committed] if committed else []
+        row = conn.execute(
+            "SELECT state, answered, direction, missed FROM calls WHERE source = ? AND subject = ?",
+            (event.source, event.subject),
+        ).fetchone()
+        prior = None
+        if row is not None:
+            prior = calls.CallState(
+                state=row[0], answered=bool(row[1]), direction=row[2], missed=bool(row[3])
+            )
+        step = calls.advance(prior, event)
+        out = [c for c in (self._insert(conn, e, now) for e in step.emit) if c is not None]
+        first = out[0].seq if out else self.last_seq
+        conn.execute(
+            """
+            INSERT INTO calls (source, subject, state, answered, direction, missed,
+                               first_seq, last_seq, updated_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (source, subject) DO UPDATE SET
+                state = excluded.state, answered = excluded.answered,
+                direction = excluded.direction, missed = excluded.missed,
+                last_seq = max(last_seq, excluded.last_seq), updated_at = excluded.updated_at
+            """,
+            (
+                event.source,
+                event.subject,
+                step.state.state,
+                int(step.state.answered),
+                step.state.direction,
+                int(step.state.missed),
+                first,
+                out[-1].seq if out else first,
+                now,
+            ),
+        )
+        return out
+
+    def _insert(self, conn: sqlite3.Connection, event: Event, now: float) -> Committed | None:
+        seq = self._next_seq
+        body = encode(msgspec.structs.replace(event, seq=seq))
+        cursor = conn.execute(
+            "INSERT OR IGNORE INTO events (seq, id, type, source, subject, time, received_at, body)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (seq, event.id, event.type, event.source, event.subject, event.time, now, body),
+        )
+        if cursor.rowcount == 0:
+            return None  # a derived event that an earlier batch already produced
+        self._next_seq = seq + 1
+        return Committed(
+            seq=seq, type=event.type, source=event.source, subject=event.subject, body=body
+        )
+
+    # -- retention -------------------------------------------------------------------------
+
+    async def _prune_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PRUNE_INTERVAL_S)
+            try:
+                await self.prune()
+            except sqlite3.Error as exc:
+                log.warning("outbox_prune_failed", error=str(exc))
+
+    async def prune(self, *, now: float | None = None) -> int:
+        """Delete expired events and call rows in small transactions; returns events deleted."""
+        moment = time.time() if now is None else now
+        total = 0
+        if self._config.retention_days is not None:
+            cutoff = moment - self._config.retention_days * 86400
+            while True:
+                deleted = await self._run(self._prune_events, cutoff)
+                total += deleted
+                if deleted < PRUNE_BATCH:
+                    break
+        await self._run(self._prune_calls, moment - self._config.calls_ttl_hours * 3600)
+        if total:
+            log.info("outbox_pruned", events=total)
+        return total
+
+    def _prune_events(self, cutoff: float) -> int:
+        assert self._conn is not None
+        # Oldest first by seq: the rows to delete are at the start, so this never scans far.
+        # Never delete the newest row: it holds max(seq), which the next start continues from.
+        cursor = self._conn.execute(
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE received_at < ?"
+            " AND seq < (SELECT max(seq) FROM events) ORDER BY seq LIMIT ?)",
+            (cutoff, PRUNE_BATCH),
+        )
+        return cursor.rowcount
+
+    def _prune_calls(self, cutoff: float) -> None:
+        assert self._conn is not None
+        self._conn.execute("DELETE FROM calls WHERE updated_at < ?", (cutoff,))

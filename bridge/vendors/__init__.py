@@ -1,0 +1,1 @@
+"""Vendor normalisers: one module per vendor, pure functions from payloads to events."""

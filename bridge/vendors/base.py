@@ -1,0 +1,163 @@
+"""What every vendor module provides, and the small helpers they share.
+
+A normaliser is a pure function: (payload, source context) -> events. No I/O, no clock: the
+receipt time comes in through the context, so tests feed the documents' samples and compare.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any, Literal
+
+import msgspec
+
+from bridge.errors import PayloadError, UnsupportedMediaError
+from bridge.events import Event, body_digest, compact, make_event
+
+
+@dataclass(frozen=True, kw_only=True)
+class Payload:
+    """A vendor request as received: the body bytes, the query string, the path tail."""
+
+    body: bytes = b""
+    query: Mapping[str, str] = field(default_factory=dict)
+    content_type: str = ""
+    path: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceContext:
+    """What a normaliser may know about the source that received a payload."""
+
+    name: str
+    vendor: str
+    tz: tzinfo
+    received_at: datetime
+    extension_max_digits: int = 5
+
+
+Normalizer = Callable[[Payload, SourceContext], list[Event]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ack:
+    """The 2xx answer a vendor expects once its events are committed."""
+
+    content_type: str
+    body: bytes
+    status: int = 200
+
+
+@dataclass(frozen=True, kw_only=True)
+class Vendor:
+    """A vendor: its name, how payloads become events, what it expects back."""
+
+    name: str
+    normalize: Normalizer
+    ack: Ack
+    reads: Literal["json", "query", "any"] = "json"
+
+
+_json = msgspec.json.Decoder()
+
+
+def parse_json_object(payload: Payload) -> dict[str, Any]:
+    """The body as a JSON object, or a :class:`PayloadError` saying why not."""
+    if not payload.body.strip():
+        raise PayloadError("", "empty body: expected a JSON object")
+    try:
+        value = _json.decode(payload.body)
+    except msgspec.DecodeError as exc:
+        raise UnsupportedMediaError("", f"body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise PayloadError("", f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def text(obj: Mapping[str, Any], key: str, *, required: bool = False) -> str | None:
+    """A string field, stripped; numbers are accepted as their text (vendors mix them)."""
+    value = obj.get(key)
+    if value is None or value == "":
+        if required:
+            raise PayloadError(key, "missing")
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise PayloadError(key, f"expected a string, got {type(value).__name__}")
+    result = str(value).strip()
+    if not result and required:
+        raise PayloadError(key, "empty")
+    return result or None
+
+
+def epoch(obj: Mapping[str, Any], key: str, *, required: bool = False) -> datetime | None:
+    """Epoch seconds (number or numeric string, fractions allowed) as an aware UTC datetime."""
+    raw = text(obj, key, required=required)
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise PayloadError(key, f"expected epoch seconds, got {raw!r}") from None
+    if not 0 <= seconds < 32503680000:  # before the year 3000: rejects garbage and overflow
+        raise PayloadError(key, f"epoch seconds out of range: {raw!r}")
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def local_time(
+    obj: Mapping[str, Any], key: str, tz: tzinfo, *, required: bool = False
+) -> datetime | None:
+    """A naive ``YYYY-MM-DD HH:MM:SS`` PBX-local time, made aware with the source's zone."""
+    raw = text(obj, key, required=required)
+    if raw is None or raw.startswith("0000-00-00"):  # Asterisk's "never" (e.g. no answer)
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise PayloadError(key, f"expected 'YYYY-MM-DD HH:MM:SS', got {raw!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=tz)
+    return moment.astimezone(UTC)
+
+
+def seconds(obj: Mapping[str, Any], key: str) -> int | None:
+    """A whole number of seconds (``"12"``, ``12``, ``"12.0"``, ``"0:00:12"``)."""
+    raw = text(obj, key)
+    if raw is None:
+        return None
+    try:
+        if ":" in raw:
+            parts = [int(part) for part in raw.split(":")]
+            if len(parts) > 3 or any(part < 0 for part in parts):
+                raise ValueError(raw)
+            total = 0
+            for part in parts:
+                total = total * 60 + part
+            return total
+        value = float(raw)
+    except ValueError:
+        raise PayloadError(key, f"expected seconds, got {raw!r}") from None
+    if not 0 <= value < 10**9:
+        raise PayloadError(key, f"seconds out of range: {raw!r}")
+    return int(value)
+
+
+def span_s(start: datetime | None, end: datetime | None) -> int | None:
+    if start is None or end is None or end < start:
+        return None
+    return int((end - start) / timedelta(seconds=1))
+
+
+def unmapped(payload: Payload, ctx: SourceContext, raw: Any, vendorevent: str) -> Event:
+    """A well-formed payload the bridge has no mapping for: kept as ``raw.unmapped``."""
+    return make_event(
+        source_name=ctx.name,
+        vendor=ctx.vendor,
+        vendorevent=vendorevent,
+        type="raw.unmapped",
+        time=ctx.received_at,
+        subject="pbx",
+        identity=(body_digest(payload.body + payload.path.encode()),),
+        data=compact({"raw": raw, "path": payload.path or None}),
+    )

@@ -1,0 +1,477 @@
+"""Zycoo CooCenter (an Asterisk-based call-centre PBX): HTTP JSON pushes to events.
+
+The keys are those recovered in vendor-docs/README.md ("Zycoo CooCenter: recovered key names");
+the OCR'd manual gives the sample values. The PBX retransmits a push every 2 s until it is
+answered, so every id is built from vendor fields only: a retransmission yields the same ids and
+the outbox drops the copies. Pure: no I/O, no clock (the receipt time comes in the context).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from bridge.errors import PayloadError
+from bridge.events import Event, compact, make_event, rfc3339
+from bridge.vendors.base import (
+    Ack,
+    Payload,
+    SourceContext,
+    Vendor,
+    epoch,
+    local_time,
+    parse_json_object,
+    seconds,
+    span_s,
+    text,
+    unmapped,
+)
+
+# A vendor time further ahead of the receipt time than this is not believable (see _believable).
+BELIEVABLE_AHEAD: Final = timedelta(days=1)
+
+
+class _Fields(Mapping[str, Any]):
+    """The payload with keys looked up case-insensitively.
+
+    ``ivr`` and ``cc_cdr`` use camelCase, the other events lower case, and firmware versions
+    differ; errors still name the key as the caller spelt it (the documented spelling).
+    """
+
+    def __init__(self, obj: Mapping[str, Any]) -> None:
+        self._lower = {key.lower(): value for key, value in obj.items()}
+
+    def __getitem__(self, key: str) -> Any:
+        return self._lower[key.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._lower)
+
+    def __len__(self) -> int:
+        return len(self._lower)
+
+
+Handler = Callable[[_Fields, dict[str, Any], SourceContext, str], list[Event]]
+
+
+def normalize(payload: Payload, ctx: SourceContext) -> list[Event]:
+    """One CooCenter push to its events; an unknown ``event`` becomes ``raw.unmapped``."""
+    raw = parse_json_object(payload)
+    fields = _Fields(raw)
+    name = _required(fields, "event").lower()
+    handler = _HANDLERS.get(name)
+    if handler is None:
+        return [unmapped(payload, ctx, raw, name)]
+    return handler(fields, raw, ctx, name)
+
+
+def _dialbegin(fields: _Fields, raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
+    call_id = _required(fields, "uniqueid")
+    time = _believable(epoch(fields, "timestamp"), ctx)
+    ringing = _dial_data(fields, ctx, call_id)
+    call_keys = ("call_id", "direction", "from", "to", "channel", "pbx_mac")
+    initiated = {key: ringing[key] for key in call_keys}
+    subject = f"call/{call_id}"
+    leg = (text(fields, "destuniqueid"), ringing["target"], text(fields, "timestamp"))
+    return [
+        # Every dialbegin of a call (one per target rung) makes the same call.initiated id: the
+        # outbox keeps the first and drops the rest.
+        _event(ctx, name, "call.initiated", time, subject, (call_id,), initiated, raw),
+        _event(ctx, name, "call.ringing", time, subject, (call_id, *leg), ringing, raw),
+    ]
+
+
+def _dial_data(fields: _Fields, ctx: SourceContext, call_id: str) -> dict[str, str | None]:
+    """What dialbegin and dialend both say about the call and the target being rung."""
+    callee = text(fields, "destcalleridnum") or text(fields, "destexten")
+    return {
+        "call_id": call_id,
+        "direction": _dial_direction(fields, ctx),
+        "from": text(fields, "calleridnum"),
+        "to": callee,
+        "target": callee,
+        "channel": text(fields, "channel"),
+        "dest_channel": text(fields, "destchannel"),
+        "dest_call_id": text(fields, "destuniqueid"),
+        "pbx_mac": text(fields, "mac"),
+    }
+
+
+# Asterisk DIALSTATUS values other than ANSWER; anything else is passed on lower-cased.
+_DIAL_REASONS: Final = {
+    "NOANSWER": "no_answer",
+    "CANCEL": "cancelled",
+    "BUSY": "busy",
+    "CHANUNAVAIL": "unavailable",
+    "CONGESTION": "congestion",
+}
+
+
+def _dialend(fields: _Fields, raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
+    call_id = _required(fields, "uniqueid")
+    status = _required(fields, "dialstatus").upper()
+    time = _believable(epoch(fields, "timestamp"), ctx)
+    data = _dial_data(fields, ctx, call_id)
+    if status == "ANSWER":
+        type_ = "call.answered"
+    else:
+        type_ = "call.ringing_ended"
+        data["reason"] = _DIAL_REASONS.get(status, status.lower())
+    identity = (call_id, data["dest_channel"], data["target"], status, text(fields, "timestamp"))
+    return [_event(ctx, name, type_, time, f"call/{call_id}", identity, data, raw)]
+
+
+def _hangup(fields: _Fields, raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
+    call_id = _required(fields, "uniqueid")
+    # No disposition: whether a person answered is the writer's call state, not this push's.
+    # No direction either: the push names a channel's own number and its connected line, which
+    # read backwards when the callee's channel is the one that hung up.
+    data = {
+        "call_id": call_id,
+        "from": text(fields, "calleridnum"),
+        "to": text(fields, "connectedlinenum"),
+    }
+    # hangup carries no time: the receipt time stands in. One end per call, hence the identity.
+    return [
+        _event(ctx, name, "call.ended", ctx.received_at, f"call/{call_id}", (call_id,), data, raw)
+    ]
+
+
+# Asterisk extension-state bits (AST_EXTENSION_*), in bit order, for data.flags.
+_FLAGS: Final = ((1, "in_use"), (2, "busy"), (4, "unavailable"), (8, "ringing"), (16, "on_hold"))
+# Which bit decides the one state when several are set, first wins: an unreachable phone is
+# unavailable whatever else is set; a ringing one wants the screen-pop even while on a call
+# (9 = in use + ringing is call waiting); on hold is still a call, but one the agent can resume.
+_PRIORITY: Final = (
+    (4, "unavailable"),
+    (8, "ringing"),
+    (16, "on_hold"),
+    (2, "busy"),
+    (1, "in_call"),
+)
+
+
+def _extension_state(status: int) -> tuple[str, list[str] | None]:
+    """The state and the flags of an Asterisk extension-state bit set."""
+    if not 0 <= status < 32:  # -1 removed, -2 deactivated, or bits Asterisk does not define
+        return "unknown", None
+    flags = [flag for bit, flag in _FLAGS if status & bit]
+    return next((state for bit, state in _PRIORITY if status & bit), "idle"), flags
+
+
+def _extensionstatus(
+    fields: _Fields, raw: dict[str, Any], ctx: SourceContext, name: str
+) -> list[Event]:
+    exten = _required(fields, "exten")
+    status = _required(fields, "status")
+    try:
+        number = float(status)
+    except ValueError:
+        number = math.nan
+    if not number.is_integer():
+        raise PayloadError("status", f"expected an extension state number, got {status!r}")
+    state, flags = _extension_state(int(number))
+    data = {
+        "extension": exten,
+        "state": state,
+        "flags": flags,
+        "status_text": text(fields, "statustext"),
+    }
+    # The push has no time and no id, so a retransmission (the ack was lost after the commit)
+    # and a real repeat (idle, ringing, idle) are byte-identical. A time bucket in the identity
+    # cannot tell them apart: a minute bucket drops the second "idle" of a 20-second missed call
+    # and leaves subscribers showing the agent ringing until the next change, while a
+    # retransmission can still straddle a bucket edge (and after a bridge restart arrives well
+    # past it). A repeated extension.state is harmless (a level: applying it twice changes
+    # nothing), a lost one is a wrong lamp. So each receipt gets its own id; collapsing a
+    # repeat of the extension's current state is for the consumer (or the writer) to do.
+    identity = (exten, status, text(fields, "statustext"), ctx.received_at.isoformat())
+    subject = f"extension/{exten}"
+    return [_event(ctx, name, "extension.state", ctx.received_at, subject, identity, data, raw)]
+
+
+# callType of ivr and cc_cdr: the manual shows IN and incoming; both spellings occur.
+_CALL_TYPES: Final = {
+    "in": "inbound",
+    "incoming": "inbound",
+    "inbound": "inbound",
+    "out": "outbound",
+    "outgoing": "outbound",
+    "outbound": "outbound",
+    "internal": "internal",
+    "local": "internal",
+}
+
+
+def _ivr(fields: _Fields, raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
+    call_id = _required(fields, "uuid")
+    started = _local(fields, "startTime", ctx)
+    ended = _local(fields, "endTime", ctx)
+    data = {
+        "call_id": call_id,
+        "direction": _CALL_TYPES.get((text(fields, "callType") or "").lower()),
+        "from": text(fields, "caller"),
+        "to": text(fields, "called"),
+        "queue": text(fields, "queueCode"),
+        "ivr_id": text(fields, "ivrId"),
+        "ivr_name": text(fields, "ivrName"),
+        "digits": text(fields, "ivrDtmf"),
+        "did": text(fields, "trunkNumber"),
+        "timings": _timings(
+            started_at=started, ended_at=ended, total_s=seconds(fields, "duration")
+        ),
+        "pbx_mac": text(fields, "mac"),
+    }
+    initiated = {key: data[key] for key in ("call_id", "direction", "from", "to", "did", "pbx_mac")}
+    subject = f"call/{call_id}"
+    # A call may pass the same IVR twice: the times tell the traversals apart.
+    identity = (call_id, *(text(fields, key) for key in ("ivrId", "startTime", "endTime")))
+    began, time = _believable(started, ctx), _believable(ended or started, ctx)
+    return [
+        # The IVR answers before any agent is dialled, and a call the IVR alone handles has no
+        # dialbegin at all: this is the first sign of the call and of its direction (which the
+        # writer needs to tell a missed call). Same id as dialbegin's call.initiated: one is kept.
+        _event(ctx, name, "call.initiated", began, subject, (call_id,), initiated, raw),
+        _event(ctx, name, "ivr.input", time, subject, identity, data, raw),
+    ]
+
+
+# Asterisk CDR dispositions, compared without spaces or underscores ("NO ANSWER", "NO_ANSWER").
+_CDR_DISPOSITIONS: Final = {
+    "ANSWERED": "answered",
+    "NOANSWER": "no_answer",
+    "BUSY": "busy",
+    "FAILED": "failed",
+    "CONGESTION": "failed",
+}
+_CALLERID_NUMBER: Final = re.compile(r"<([^<>]*)>\s*$")
+
+
+def _cdr(fields: _Fields, raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
+    call_id = _required(fields, "uniqueid")
+    started = _local(fields, "starttime", ctx)
+    answered = _local(fields, "answertime", ctx)
+    ended = _local(fields, "endtime", ctx)
+    disposition = re.sub(r"[\s_]+", "", (text(fields, "disposition") or "").upper())
+    data = {
+        "call_id": call_id,
+        "direction": _cdr_direction(fields),
+        "from": text(fields, "source") or _callerid_number(fields),
+        "to": text(fields, "destination"),
+        # ANSWERED may be the IVR or the queue answering, not a person: cc_cdr.cdrState is the
+        # truth for that, and the writer's call state decides call.missed.
+        "disposition": _CDR_DISPOSITIONS.get(disposition),
+        "timings": _timings(
+            started_at=started,
+            answered_at=answered,
+            ended_at=ended,
+            ring_s=span_s(started, answered),
+            talk_s=seconds(fields, "billableseconds"),
+            total_s=seconds(fields, "duration"),
+        ),
+        "recording_url": text(fields, "recordfile"),
+    }
+    keys = ("destination", "starttime", "answertime", "endtime", "disposition")
+    identity = ("cdr", call_id, *(text(fields, key) for key in keys))
+    time = _believable(ended, ctx)
+    return [_event(ctx, name, "call.completed", time, f"call/{call_id}", identity, data, raw)]
+
+
+def _callerid_number(fields: _Fields) -> str | None:
+    """The number of an Asterisk caller id, ``"808" <808>``."""
+    match = _CALLERID_NUMBER.search(text(fields, "callerid") or "")
+    return (match.group(1).strip() or None) if match else None
+
+
+def _cdr_direction(fields: _Fields) -> str | None:
+    value = text(fields, "calltype")
+    if value is None:
+        # The manual: calltype empty means internal; absent (or null) means we do not know.
+        return "internal" if isinstance(fields.get("calltype"), str) else None
+    return _CALL_TYPES.get(value.lower())
+
+
+# cc_cdr missCause: the caller hung up while queued, or no agent took the call.
+_MISS_DISPOSITIONS: Final = {
+    "MEMBER_CANCEL": "abandoned",
+    "NO_AGENT_ANSWER": "no_answer",
+    "NO_AGENT_LOGIN": "no_answer",
+    "NO_ASSIGN": "no_answer",
+}
+
+
+def _cc_cdr(fields: _Fields, raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
+    call_id = _required(fields, "uuid")
+    started = _local(fields, "startTime", ctx)
+    ended = _local(fields, "endTime", ctx)
+    direction = _CALL_TYPES.get((text(fields, "callType") or "").lower())
+    state = (text(fields, "cdrState") or "").lower()
+    miss_cause = text(fields, "missCause")
+    talk_s = seconds(fields, "talkingTime")
+    disposition: str | None = None
+    if state == "bridged":  # the README: bridged is the truth for "a person answered"
+        disposition = "answered"
+    elif miss_cause is not None and miss_cause.upper() in _MISS_DISPOSITIONS:
+        disposition = _MISS_DISPOSITIONS[miss_cause.upper()]
+    elif state in ("ivr", "queue", "feedback") and direction == "inbound" and not talk_s:
+        # Ended before an agent: nobody answered. Talk time says otherwise (the feedback survey
+        # follows a conversation), and then we leave the disposition out rather than guess.
+        disposition = "no_answer"
+    data = {
+        "call_id": call_id,
+        "direction": direction,
+        "from": text(fields, "caller"),
+        "to": text(fields, "called"),
+        "queue": text(fields, "queueCode"),
+        "agent": text(fields, "agentCode"),
+        "did": text(fields, "trunkNumber"),
+        "disposition": disposition,
+        "missed_reason": miss_cause.lower() if miss_cause else None,
+        "hangup_cause": text(fields, "hangupCause"),
+        "hangup_side": text(fields, "hangupSide"),
+        "timings": _timings(
+            started_at=started,
+            ended_at=ended,
+            total_s=seconds(fields, "duration"),
+            queue_s=seconds(fields, "queueTime"),
+            ring_s=seconds(fields, "ringTime"),
+            talk_s=talk_s,
+            hold_s=seconds(fields, "holdTime"),
+        ),
+        "recording_url": text(fields, "filePath"),
+        "pbx_mac": text(fields, "mac"),
+    }
+    keys = ("agentCode", "startTime", "endTime", "cdrState", "missCause")
+    identity = ("cc_cdr", call_id, *(text(fields, key) for key in keys))
+    time = _believable(ended, ctx)
+    return [_event(ctx, name, "call.completed", time, f"call/{call_id}", identity, data, raw)]
+
+
+_HANDLERS: Final[dict[str, Handler]] = {
+    "dialbegin": _dialbegin,
+    "dialbegein": _dialbegin,  # the manual's spelling: accept both
+    "dialend": _dialend,
+    "hangup": _hangup,
+    "extensionstatus": _extensionstatus,
+    "ivr": _ivr,
+    "cdr": _cdr,
+    "cc_cdr": _cc_cdr,
+}
+
+
+def _event(
+    ctx: SourceContext,
+    vendorevent: str,
+    type_: str,
+    time: datetime,
+    subject: str,
+    identity: tuple[object, ...],
+    data: dict[str, Any],
+    raw: dict[str, Any],
+) -> Event:
+    return make_event(
+        source_name=ctx.name,
+        vendor=ctx.vendor,
+        vendorevent=vendorevent,
+        type=type_,
+        time=time,
+        subject=subject,
+        identity=identity,
+        data=compact({**data, "raw": raw}),
+    )
+
+
+def _required(fields: _Fields, key: str) -> str:
+    value = text(fields, key, required=True)
+    if value is None:  # text() raises first; this narrows the type
+        raise PayloadError(key, "missing")
+    return value
+
+
+def _local(fields: _Fields, key: str, ctx: SourceContext) -> datetime | None:
+    try:
+        return local_time(fields, key, ctx.tz)
+    except OverflowError:  # year 1 or 9999: the zone offset pushes it out of range
+        raise PayloadError(key, "time out of range") from None
+
+
+def _believable(moment: datetime | None, ctx: SourceContext) -> datetime:
+    """The vendor time, or the receipt time when there is none or it cannot be true.
+
+    The manual's own dialend sample has ``"15634993059.785012"`` (a typo: the year 2465), and a
+    PBX with a wrong clock sends such values too. More than a day after receipt cannot be when
+    it happened, so the event takes the receipt time and the vendor value stays in ``raw``.
+    Refusing the push instead would only make the PBX retransmit it forever.
+    """
+    if moment is None or moment - ctx.received_at > BELIEVABLE_AHEAD:
+        return ctx.received_at
+    return moment
+
+
+def _timings(**values: datetime | int | None) -> dict[str, str | int] | None:
+    """The known timings (times as RFC 3339), or None when none is known."""
+    known = {
+        key: rfc3339(value) if isinstance(value, datetime) else value
+        for key, value in values.items()
+        if value is not None
+    }
+    return known or None
+
+
+def _is_trunk_channel(channel: str | None, max_digits: int) -> bool:
+    """Whether an Asterisk channel name reaches outside the PBX.
+
+    ``DAHDI/i1/18782985586-51`` is an ISDN span (analog extensions are ``DAHDI/1-1``, so DAHDI
+    alone proves nothing); a peer named ``...trunk...`` or after a number longer than an
+    extension (``SIP/02088886666-0000002a``) is a trunk too.
+    """
+    if channel is None:
+        return False
+    tech, _, rest = channel.partition("/")
+    resource = rest.rpartition("-")[0] or rest  # drop the per-channel suffix "-00000065"
+    if tech.upper() == "DAHDI" and resource[:1].lower() == "i":
+        return True
+    if "trunk" in resource.lower():
+        return True
+    return any(len(run) > max_digits for run in re.findall(r"[0-9]+", resource))
+
+
+def _side(number: str | None, channel: str | None, max_digits: int) -> str | None:
+    """``extension``, ``external`` or None (cannot tell) for one end of a dial."""
+    if _is_trunk_channel(channel, max_digits):
+        return "external"
+    if number is None:
+        return None
+    digits = number.removeprefix("+")
+    if not (digits.isascii() and digits.isdigit()):
+        return None  # "anonymous", "*97", a SIP URI: no evidence either way
+    if number.startswith("+") or len(digits) > max_digits:
+        return "external"
+    return "extension"
+
+
+_DIAL_DIRECTIONS: Final = {
+    ("external", "extension"): "inbound",
+    ("extension", "external"): "outbound",
+    ("extension", "extension"): "internal",
+}
+
+
+def _dial_direction(fields: _Fields, ctx: SourceContext) -> str | None:
+    """dialbegin/dialend carry no direction: infer it from the two ends, or leave it out."""
+    limit = ctx.extension_max_digits
+    caller = _side(text(fields, "calleridnum"), text(fields, "channel"), limit)
+    callee_number = text(fields, "destcalleridnum") or text(fields, "destexten")
+    callee = _side(callee_number, text(fields, "destchannel"), limit)
+    # trunk to trunk (a forwarded call) or an unknown end: unsure, so no direction
+    return _DIAL_DIRECTIONS.get((caller, callee)) if caller and callee else None
+
+
+VENDOR: Final = Vendor(
+    name="coocenter",
+    normalize=normalize,
+    ack=Ack(content_type="application/json", body=b'{"status":"success"}'),
+)

@@ -1,0 +1,10 @@
+"""Vendor name -> its normaliser and answer."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from bridge.vendors import coocenter
+from bridge.vendors.base import Vendor
+
+VENDORS: Final[dict[str, Vendor]] = {vendor.name: vendor for vendor in (coocenter.VENDOR,)}
