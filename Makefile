@@ -28,7 +28,7 @@ test: lint
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 docs: install
-	$(BIN)/python -m bridge.docgen
+	$(BIN)/python -m tests.docgen
 
 bench: install
 	$(BIN)/python -m bench.run $(ARGS)

@@ -116,6 +116,8 @@ async def serve(config: Config) -> None:
             host=config.server.host,
             port=daemon.port,
             url=f"http://{config.server.host}:{daemon.port}",
+            events=f"http://{config.server.host}:{daemon.port}/v1/events",
+            ready=f"http://{config.server.host}:{daemon.port}/readyz",
             data_dir=config.storage.data_dir,
             sources=[f"/ingest/{source.name}" for source in config.sources],
             version=__version__,

@@ -9,19 +9,19 @@ and then an acknowledged push sent again (as when the PBX lost the ack). Loopbac
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import ipaddress
 import json
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any, Final, Literal, TextIO
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from bridge.errors import ConfigError
+from bridge.sources.auth import webkey_for
 
 Kind = Literal["answered", "missed_queue", "ivr_only", "outbound", "transfer"]
 KINDS: Final[tuple[Kind, ...]] = ("answered", "missed_queue", "ivr_only", "outbound", "transfer")
@@ -79,7 +79,7 @@ class _Builder:
             self.channel = f"DAHDI/i1/{self.caller}-{rng.randint(1, 60)}"
         else:
             self.channel = f"SIP/trunk1-{self._suffix()}"
-        self._ivr()
+        self._ivr(to_queue=kind != "ivr_only")
         self.queued_at = self.t
         agents = rng.sample(AGENTS, k=3)
         if kind == "ivr_only":
@@ -123,7 +123,7 @@ class _Builder:
         self._cdr("outbound", "outbound", agent, number)
         self._cc_cdr("outbound", "outgoing", called=number, agent=agent)
 
-    def _ivr(self) -> None:
+    def _ivr(self, *, to_queue: bool) -> None:
         began = self.t
         self.t += self.rng.uniform(3, 12)
         self._push(
@@ -132,12 +132,12 @@ class _Builder:
             caller=self.caller,
             called=DID,
             callType="IN",
-            queueCode=QUEUE,
+            queueCode=QUEUE if to_queue else "",
             startTime=self._local(began),
             endTime=self._local(self.t),
             duration=str(round(self.t - began)),
             ivrId=IVR_ID,
-            ivrName="welcome",
+            ivrName="welcome" if to_queue else "closed",
             ivrDtmf=self.rng.choice("12"),
             trunkNumber=DID,
             mac=MAC,
@@ -274,7 +274,8 @@ class _Builder:
 
 @dataclass(kw_only=True)
 class Report:
-    """What a run did; ``acked_payloads`` are the pushes the bridge acknowledged, in ack order."""
+    """What a run did: ``calls`` as planned (with their expected types), and the pushes the
+    bridge acknowledged, in ack order."""
 
     sent: int = 0
     acked: int = 0
@@ -283,11 +284,7 @@ class Report:
     failed: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
     acked_payloads: list[dict[str, Any]] = field(default_factory=list)
-
-
-def authorization(webkey: str, day: date) -> str:
-    """CooCenter's WEBKEY header value: md5 of the key and the PBX's local date."""
-    return hashlib.md5((webkey + day.isoformat()).encode(), usedforsecurity=False).hexdigest()
+    calls: list[Call] = field(default_factory=list)
 
 
 async def run(
@@ -304,15 +301,20 @@ async def run(
     tz: tzinfo = UTC,
     max_tries: int = 5,
     timeout_s: float = 10.0,
+    report: Report | None = None,
 ) -> Report:
-    """Play ``calls`` calls against ``url``, starting ``rate`` calls per second."""
+    """Play ``calls`` calls against ``url``, starting ``rate`` calls per second.
+
+    Pass ``report`` to watch progress while it runs (tests kill the bridge mid-run).
+    """
     _check(url=url, rate=rate, concurrency=concurrency, max_tries=max_tries)
     rng = random.Random(seed)
     start = time.time()
     plans = [scenario(n, rng, start=start + n / rate, tz=tz) for n in range(calls)]
     # Decided up front so a seed fixes which pushes are sent twice.
     resend = [[rng.random() < duplicate_ratio for _ in plan.pushes] for plan in plans]
-    report = Report()
+    report = report if report is not None else Report()
+    report.calls = plans
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         pbx = _Pbx(session, url, webkey, tz, retransmit_s, max_tries, report)
@@ -410,7 +412,9 @@ class _Pbx:
         headers = {"Content-Type": "application/json"}
         if self.webkey:
             # The PBX's local date, per request: a run can cross midnight.
-            headers["Authorization"] = authorization(self.webkey, datetime.now(self.tz).date())
+            headers["Authorization"] = webkey_for(
+                self.webkey, datetime.now(self.tz).date().isoformat()
+            )
         try:
             async with self.session.post(self.url, data=body, headers=headers) as response:
                 await response.read()

@@ -118,7 +118,10 @@ def local_time(
         raise PayloadError(key, f"expected 'YYYY-MM-DD HH:MM:SS', got {raw!r}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=tz)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999: the zone offset pushes it out of range
+        raise PayloadError(key, f"time out of range: {raw!r}") from None
 
 
 def seconds(obj: Mapping[str, Any], key: str) -> int | None:

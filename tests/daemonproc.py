@@ -1,0 +1,85 @@
+"""The daemon as a real process (for tests that kill it)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+
+class DaemonProcess:
+    """``python -m bridge run`` on loopback port 0; ``port`` comes from its 'listening' log line."""
+
+    def __init__(self, data_dir: Path, *extra: str) -> None:
+        self.data_dir = data_dir
+        self.extra = extra
+        self.proc: asyncio.subprocess.Process | None = None
+        self.port = 0
+        self.lines: list[dict[str, object]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, timeout_s: float = 30.0) -> DaemonProcess:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bridge",
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(self.data_dir),
+            *self.extra,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
+        )
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(timeout_s):
+            while True:
+                raw = await self.proc.stdout.readline()
+                if not raw:
+                    raise RuntimeError(f"daemon exited before listening: {self.lines}")
+                try:
+                    line = json.loads(raw)
+                except ValueError:
+                    self.lines.append({"text": raw.decode(errors="replace")})
+                    continue
+                self.lines.append(line)
+                if line.get("event") == "listening":
+                    self.port = int(line["port"])  # type: ignore[call-overload]
+                    break
+        self._drain = asyncio.create_task(self._read_rest())
+        return self
+
+    async def _read_rest(self) -> None:
+        assert self.proc is not None
+        assert self.proc.stdout is not None
+        while raw := await self.proc.stdout.readline():
+            try:
+                self.lines.append(json.loads(raw))
+            except ValueError:
+                self.lines.append({"text": raw.decode(errors="replace")})
+
+    async def kill(self) -> None:
+        """SIGKILL: no drain, no clean close — a crash."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        await self.proc.wait()
+        await self._drain
+
+    async def stop(self) -> int:
+        """SIGTERM and wait for the graceful exit; returns the exit code."""
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            code = await self.proc.wait()
+            await self._drain
+        return code
