@@ -9,7 +9,7 @@ status. It understands only what the bench servers send (Content-Length bodies, 
 from __future__ import annotations
 
 import asyncio
-from typing import Final
+from typing import Final, cast
 
 _CONTENT_LENGTH: Final = b"\r\ncontent-length:"
 
@@ -28,8 +28,8 @@ class Connection(asyncio.Protocol):
         self._lost: BaseException | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports are not subclasses of asyncio.Transport, only look like one.
+        self._transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = exc or ProtocolError("connection closed by the server")
@@ -70,7 +70,8 @@ class Connection(asyncio.Protocol):
         """Send one complete request; the future gets the response's status code."""
         if self._lost is not None:
             raise ProtocolError("connection is closed") from self._lost
-        assert self._transport is not None and self._waiter is None
+        assert self._transport is not None
+        assert self._waiter is None, "one request at a time"
         waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiter = waiter
         self._transport.write(data)
@@ -90,6 +91,5 @@ def post(path: str, host: str, port: int, body: bytes) -> bytes:
     """The bytes of a ``POST`` with a JSON body."""
     return (
         b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n%s"
-        % (path.encode(), host.encode(), port, len(body), body)
+        b"Content-Length: %d\r\n\r\n%s" % (path.encode(), host.encode(), port, len(body), body)
     )

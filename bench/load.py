@@ -62,9 +62,7 @@ async def _connect_all(port: int, count: int) -> list[Connection]:
     return list(await asyncio.gather(*(connect(HOST, port) for _ in range(count))))
 
 
-async def closed_loop(
-    *, port: int, path: str, connections: int, gen: int, window: Window
-) -> None:
+async def closed_loop(*, port: int, path: str, connections: int, gen: int, window: Window) -> None:
     conns = await _connect_all(port, connections)
     counter = iter(range(sys.maxsize))
 

@@ -109,7 +109,7 @@ def closed_loop(
     busy1, total1 = _machine_busy()
     windows = [gen.result() for gen in gens]
     latencies = [value for window in windows for value in window["latencies_us"]]
-    cpu = [(after - before) / load.duration_s * 100 for before, after in zip(cpu0, cpu1)]
+    cpu = [(b - a) / load.duration_s * 100 for a, b in zip(cpu0, cpu1, strict=True)]
     out: dict[str, Any] = {
         "events_per_s": len(latencies) / load.duration_s,
         **latency_ms(latencies),
@@ -130,9 +130,7 @@ def sse_latency(
     stack: ExitStack, workdir: Path, daemon: Child, port: int, load: Load
 ) -> dict[str, Any]:
     """Open-loop pushes at ``load.rate``; send-to-SSE-receipt latency of each."""
-    subscriber = Child(
-        "sse", python("bench.sse", f"--port={port}"), workdir / "sse.out"
-    )
+    subscriber = Child("sse", python("bench.sse", f"--port={port}"), workdir / "sse.out")
     stack.callback(subscriber.stop)
     subscriber.wait_line(lambda item: item.get("event") == "subscribed")
     gens, start, end = _generators(stack, workdir, "e2e", "open", port, load)
@@ -166,9 +164,7 @@ def start_baseline(stack: ExitStack, workdir: Path) -> tuple[Child, int]:
     return child, listening_port(child)
 
 
-def start_daemon(
-    stack: ExitStack, workdir: Path, tag: str, synchronous: str
-) -> tuple[Child, int]:
+def start_daemon(stack: ExitStack, workdir: Path, tag: str, synchronous: str) -> tuple[Child, int]:
     data_dir = workdir / f"data-{tag}"
     argv = ["run", "--listen=127.0.0.1:0", f"--data-dir={data_dir}"]
     if synchronous != "full":

@@ -2,8 +2,9 @@
 
 It prints ``{"event": "subscribed"}`` once the stream's headers are in, then records, for every
 event, its ``data.raw.sent_ns`` and receive time minus that send time, until SIGTERM or SIGINT;
-then it prints those samples. The receive time is taken when the bytes arrive, before parsing. It asks for HTTP/1.0 so the
-stream is not chunked and the events are plain ``id:``/``data:`` blocks.
+then it prints those samples. The receive time is taken when the bytes arrive, before parsing.
+It asks for HTTP/1.0 so the stream is not chunked: the events are plain ``id:``/``data:``
+blocks.
 """
 
 from __future__ import annotations
@@ -100,9 +101,7 @@ async def subscribe(port: int, received: Received) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    transport, protocol = await loop.create_connection(
-        lambda: Subscriber(received), HOST, port
-    )
+    transport, protocol = await loop.create_connection(lambda: Subscriber(received), HOST, port)
     transport.write(
         b"GET /v1/events/stream?after=0 HTTP/1.0\r\nHost: %s:%d\r\n"
         b"Accept: text/event-stream\r\n\r\n" % (HOST.encode(), port)

@@ -1,0 +1,194 @@
+"""``make bench``: durable ingest vs a bare aiohttp server, and ingest-to-SSE latency.
+
+Every server and load generator is its own process (uvloop where installed), all on 127.0.0.1:
+
+1. baseline: ``bench.baseline`` (read the body, answer 200) under ``--connections`` closed-loop
+   senders for ``--duration`` seconds after ``--warmup``;
+2. ingest: the real daemon, fresh data dir, default ``synchronous=full``, the identical load;
+3. the ratio of the two;
+4. e2e: a fresh daemon, an SSE subscriber connected first, then pushes sent open-loop at
+   ``--rate``; latency is subscriber receipt minus the push's send time (carried in raw).
+
+Prints a table and writes ``bench/results/latest.json``. Figures only, no pass/fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bench import phases
+from bench.procs import REPO
+
+RESULTS = REPO / "bench" / "results" / "latest.json"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per phase")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before")
+    parser.add_argument("--connections", type=int, default=64, help="concurrent senders")
+    parser.add_argument(
+        "--loadgen-procs", type=int, default=1, help="generator processes sharing the connections"
+    )
+    parser.add_argument("--rate", type=float, default=1000.0, help="e2e pushes per second")
+    parser.add_argument("--synchronous", choices=("full", "normal"), default="full")
+    parser.add_argument(
+        "--phases",
+        default="baseline,ingest,e2e",
+        help="comma-separated subset of baseline,ingest,e2e",
+    )
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    return parser
+
+
+def _stop_on_sigterm() -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt  # unwinds through the ExitStack: children stopped, dirs removed
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _uvloop() -> str | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return str(getattr(uvloop, "__version__", "unknown"))
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    wanted = {name.strip() for name in args.phases.split(",")}
+    closed = phases.Load(
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        connections=args.connections,
+        procs=args.loadgen_procs,
+        rate=args.rate,
+    )
+    paced = phases.Load(
+        duration_s=args.duration, warmup_s=args.warmup, connections=64, procs=1, rate=args.rate
+    )
+    out: dict[str, Any] = {}
+    with ExitStack() as outer:
+        workdir = Path(outer.enter_context(tempfile.TemporaryDirectory(prefix="pbx-bench-")))
+        if "baseline" in wanted:
+            print(f"baseline: {args.duration:g}s of {args.connections} senders ...", flush=True)
+            with ExitStack() as stack:
+                server, port = phases.start_baseline(stack, workdir)
+                out["baseline"] = phases.closed_loop(stack, workdir, "base", server, port, closed)
+        if "ingest" in wanted:
+            print(f"ingest:   {args.duration:g}s of {args.connections} senders ...", flush=True)
+            with ExitStack() as stack:
+                daemon, port = phases.start_daemon(stack, workdir, "ingest", args.synchronous)
+                out["ingest"] = phases.closed_loop(
+                    stack, workdir, "ingest", daemon, port, closed, outbox=True
+                )
+        if "e2e" in wanted:
+            print(f"e2e:      {args.duration:g}s at {args.rate:g} pushes/s ...", flush=True)
+            with ExitStack() as stack:
+                daemon, port = phases.start_daemon(stack, workdir, "e2e", args.synchronous)
+                out["e2e"] = phases.sse_latency(stack, workdir, daemon, port, paced)
+    return out
+
+
+def summary(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
+    base = out.get("baseline", {})
+    ingest = out.get("ingest", {})
+    e2e = out.get("e2e", {})
+    ratio = None
+    if base and ingest and base["events_per_s"]:
+        ratio = ingest["events_per_s"] / base["events_per_s"]
+    return {
+        "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "ingest_events_per_s": ingest.get("events_per_s"),
+        "ingest_p50_ms": ingest.get("p50_ms"),
+        "ingest_p99_ms": ingest.get("p99_ms"),
+        "baseline_events_per_s": base.get("events_per_s"),
+        "baseline_p50_ms": base.get("p50_ms"),
+        "baseline_p99_ms": base.get("p99_ms"),
+        "ingest_ratio": ratio,
+        "e2e_sse_p50_ms": e2e.get("p50_ms"),
+        "e2e_sse_p99_ms": e2e.get("p99_ms"),
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "implementation": platform.python_implementation(),
+            "platform": platform.platform(),
+            "uvloop": _uvloop(),
+        },
+        "settings": {
+            "synchronous": args.synchronous,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "connections": args.connections,
+            "loadgen_procs": args.loadgen_procs,
+            "e2e_rate_per_s": args.rate,
+            "payload": "coocenter extensionstatus (1 event per push)",
+        },
+        "phases": out,
+    }
+
+
+def _f(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def table(result: dict[str, Any]) -> str:
+    phases_ = result["phases"]
+    rows = [f"{'':<22}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'srv CPU':>9}{'gen CPU':>9}"]
+    for name, label in (("baseline", "baseline (aiohttp)"), ("ingest", "durable ingest")):
+        phase = phases_.get(name)
+        if phase:
+            gen_cpu = "+".join(f"{cpu:.0f}" for cpu in phase["loadgen_cpu_pct"])
+            rows.append(
+                f"{label:<22}{phase['events_per_s']:>10.0f}{phase['p50_ms']:>9.2f}"
+                f"{phase['p99_ms']:>9.2f}{phase['server_cpu_pct']:>8.0f}%{gen_cpu:>8}%"
+            )
+    rows.append(f"{'ratio ingest/baseline':<22}{_f(result['ingest_ratio'], '>10.2f')}")
+    e2e = phases_.get("e2e")
+    if e2e:
+        rows.append(
+            f"{'ingest -> SSE':<22}{e2e['offered_per_s']:>10.0f}{e2e['p50_ms']:>9.2f}"
+            f"{e2e['p99_ms']:>9.2f}{e2e['server_cpu_pct']:>8.0f}%"
+            f"   ({e2e['received']}/{e2e['sent']} received, ack p99 {e2e['ack']['p99_ms']:.2f} ms)"
+        )
+    ingest = phases_.get("ingest")
+    if ingest and "events_per_commit" in ingest:
+        rows.append(
+            f"outbox: {ingest['commits_per_s']:.0f} commits/s, "
+            f"{ingest['events_per_commit']:.1f} events per commit"
+        )
+    return "\n".join(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _stop_on_sigterm()
+    try:
+        out = measure(args)
+    except KeyboardInterrupt:
+        print("interrupted: children stopped, temp dirs removed", file=sys.stderr)
+        return 130
+    result = summary(args, out)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print()
+    print(table(result))
+    print(f"\nwritten: {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
