@@ -215,6 +215,11 @@ def from_dict(raw: dict[str, Any]) -> Config:
 def _check(config: Config) -> None:
     """Rules that types alone cannot say."""
     split_listen(config.server.listen, "server.listen")
+    if not is_loopback(config.server.host) and not config.api.tokens:
+        raise ConfigError(
+            "api.tokens",
+            f"listening on non-loopback {config.server.listen} requires at least one API token",
+        )
     seen: set[str] = set()
     for index, source in enumerate(config.sources):
         path = f"sources[{index}]"
@@ -248,11 +253,6 @@ def _check(config: Config) -> None:
                 f"{path}.auth",
                 "a source with auth type 'none' on a non-loopback listener needs allow_ips",
             )
-    if not is_loopback(config.server.host) and not config.api.tokens:
-        raise ConfigError(
-            "api.tokens",
-            f"listening on non-loopback {config.server.listen} requires at least one API token",
-        )
 
 
 def load(path: str | Path | None) -> Config:

@@ -118,3 +118,12 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     bad.write_text("[storage]\nmax_batch = -1\n")
     assert main(["check-config", str(bad)]) == 2
     assert "storage.max_batch" in capsys.readouterr().err
+
+
+def test_run_refuses_public_listener_without_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`pbx-bridge run --listen 0.0.0.0:...` with no API token exits with a clear message."""
+    assert main(["run", "--listen", "0.0.0.0:0", "--data-dir", str(tmp_path)]) == 2
+    assert "api.tokens" in capsys.readouterr().err
+    assert not (tmp_path / "outbox.sqlite3").exists()
