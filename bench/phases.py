@@ -164,16 +164,12 @@ def start_baseline(stack: ExitStack, workdir: Path) -> tuple[Child, int]:
     return child, listening_port(child)
 
 
-def start_daemon(stack: ExitStack, workdir: Path, tag: str, synchronous: str) -> tuple[Child, int]:
-    data_dir = workdir / f"data-{tag}"
-    argv = ["run", "--listen=127.0.0.1:0", f"--data-dir={data_dir}"]
-    if synchronous != "full":
-        # The default config plus one key: the CLI has no flag for it.
-        config = workdir / f"{tag}.toml"
-        config.write_text(
-            f'[storage]\nsynchronous = "{synchronous}"\n\n'
-            '[[sources]]\nname = "coocenter"\nvendor = "coocenter"\n'
-        )
+def start_daemon(
+    stack: ExitStack, workdir: Path, tag: str, config: Path | None
+) -> tuple[Child, int]:
+    """The real daemon on a fresh data dir; ``config`` None means the embedded default."""
+    argv = ["run", "--listen=127.0.0.1:0", f"--data-dir={workdir / f'data-{tag}'}"]
+    if config is not None:
         argv.append(f"--config={config}")
     child = Child(f"daemon-{tag}", python("bridge", *argv), workdir / f"{tag}.log")
     stack.callback(child.stop)

@@ -30,8 +30,11 @@ from typing import Any
 
 from bench import phases
 from bench.procs import REPO
+from bridge import config as bridge_config
+from bridge.errors import ConfigError
 
 RESULTS = REPO / "bench" / "results" / "latest.json"
+PHASES = ("baseline", "ingest", "e2e")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,10 +46,15 @@ def _parser() -> argparse.ArgumentParser:
         "--loadgen-procs", type=int, default=1, help="generator processes sharing the connections"
     )
     parser.add_argument("--rate", type=float, default=1000.0, help="e2e pushes per second")
-    parser.add_argument("--synchronous", choices=("full", "normal"), default="full")
+    parser.add_argument(
+        "--synchronous",
+        choices=("full", "normal"),
+        help="the daemon's storage.synchronous (default: the config's, i.e. full)",
+    )
+    parser.add_argument("--config", type=Path, help="daemon TOML (default: the embedded one)")
     parser.add_argument(
         "--phases",
-        default="baseline,ingest,e2e",
+        default=",".join(PHASES),
         help="comma-separated subset of baseline,ingest,e2e",
     )
     parser.add_argument("--output", type=Path, default=RESULTS)
@@ -68,6 +76,29 @@ def _uvloop() -> str | None:
     return str(getattr(uvloop, "__version__", "unknown"))
 
 
+def daemon_config(args: argparse.Namespace, workdir: Path) -> Path | None:
+    """The TOML the daemon runs with: ``--config``, or the default plus ``--synchronous``."""
+    if args.config is not None:
+        return Path(args.config).resolve()
+    if args.synchronous in (None, "full"):
+        return None
+    path = workdir / "bench.toml"
+    path.write_text(
+        f'[storage]\nsynchronous = "{args.synchronous}"\n\n'
+        '[[sources]]\nname = "coocenter"\nvendor = "coocenter"\n'
+    )
+    return path
+
+
+def storage_settings(config: Path | None) -> dict[str, Any]:
+    storage = bridge_config.load(config).storage
+    return {
+        "synchronous": storage.synchronous,
+        "linger_ms": storage.linger_ms,
+        "max_batch": storage.max_batch,
+    }
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     wanted = {name.strip() for name in args.phases.split(",")}
     closed = phases.Load(
@@ -83,6 +114,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with ExitStack() as outer:
         workdir = Path(outer.enter_context(tempfile.TemporaryDirectory(prefix="pbx-bench-")))
+        config = daemon_config(args, workdir)
+        out["storage"] = storage_settings(config)
         if "baseline" in wanted:
             print(f"baseline: {args.duration:g}s of {args.connections} senders ...", flush=True)
             with ExitStack() as stack:
@@ -91,19 +124,20 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         if "ingest" in wanted:
             print(f"ingest:   {args.duration:g}s of {args.connections} senders ...", flush=True)
             with ExitStack() as stack:
-                daemon, port = phases.start_daemon(stack, workdir, "ingest", args.synchronous)
+                daemon, port = phases.start_daemon(stack, workdir, "ingest", config)
                 out["ingest"] = phases.closed_loop(
                     stack, workdir, "ingest", daemon, port, closed, outbox=True
                 )
         if "e2e" in wanted:
             print(f"e2e:      {args.duration:g}s at {args.rate:g} pushes/s ...", flush=True)
             with ExitStack() as stack:
-                daemon, port = phases.start_daemon(stack, workdir, "e2e", args.synchronous)
+                daemon, port = phases.start_daemon(stack, workdir, "e2e", config)
                 out["e2e"] = phases.sse_latency(stack, workdir, daemon, port, paced)
     return out
 
 
 def summary(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
+    storage = out.pop("storage", {})
     base = out.get("baseline", {})
     ingest = out.get("ingest", {})
     e2e = out.get("e2e", {})
@@ -129,7 +163,8 @@ def summary(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
             "uvloop": _uvloop(),
         },
         "settings": {
-            "synchronous": args.synchronous,
+            **storage,
+            "daemon_config": None if args.config is None else str(args.config),
             "duration_s": args.duration,
             "warmup_s": args.warmup,
             "connections": args.connections,
@@ -164,6 +199,9 @@ def table(result: dict[str, Any]) -> str:
             f"{e2e['p99_ms']:>9.2f}{e2e['server_cpu_pct']:>8.0f}%"
             f"   ({e2e['received']}/{e2e['sent']} received, ack p99 {e2e['ack']['p99_ms']:.2f} ms)"
         )
+    errors = {name: phase["errors"] for name, phase in phases_.items() if phase.get("errors")}
+    if errors:
+        rows.append(f"non-2xx answers (not counted above): {errors}")
     ingest = phases_.get("ingest")
     if ingest and "events_per_commit" in ingest:
         rows.append(
@@ -174,10 +212,19 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.config is not None and args.synchronous is not None:
+        parser.error("--synchronous with --config: set storage.synchronous in the file")
+    unknown = {name.strip() for name in args.phases.split(",")} - set(PHASES)
+    if unknown:
+        parser.error(f"unknown phases {sorted(unknown)}; known: {', '.join(PHASES)}")
     _stop_on_sigterm()
     try:
         out = measure(args)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: children stopped, temp dirs removed", file=sys.stderr)
         return 130

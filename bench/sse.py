@@ -23,6 +23,7 @@ from bench.load import HOST, run_loop
 
 
 class _Raw(msgspec.Struct):
+    gen: int = -1
     seqno: int = -1
     sent_ns: int = 0
 
@@ -50,7 +51,7 @@ class Subscriber(asyncio.Protocol):
         self._received = received
         self._buffer = bytearray()
         self._headers_done = False
-        self._seen: set[int] = set()
+        self._seen: set[tuple[int, int]] = set()
         self._decoder = msgspec.json.Decoder(_CloudEvent)
         self.subscribed = asyncio.get_running_loop().create_future()
         self.closed = asyncio.get_running_loop().create_future()
@@ -89,10 +90,11 @@ class Subscriber(asyncio.Protocol):
             received.first_seq = event.seq
         received.last_seq = event.seq
         raw = event.data.raw
-        if raw.seqno in self._seen:
+        key = (raw.gen, raw.seqno)
+        if key in self._seen:
             received.duplicates += 1
             return
-        self._seen.add(raw.seqno)
+        self._seen.add(key)
         received.samples.append((raw.sent_ns, (now - raw.sent_ns) // 1000))
 
 
