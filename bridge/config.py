@@ -118,7 +118,7 @@ class StorageConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     retention_days: Annotated[float, msgspec.Meta(gt=0)] | None = 30.0
     calls_ttl_hours: Annotated[float, msgspec.Meta(gt=0)] = 24.0
     max_batch: _Positive = 512
-    linger_ms: _NonNegative = 2.0
+    linger_ms: _NonNegative = 0.0
     max_pending: _Positive = 20_000
 
     @property

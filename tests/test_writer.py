@@ -12,7 +12,8 @@ from bridge.api.hub import Hub
 from bridge.config import StorageConfig
 from bridge.errors import OutboxError, OverloadedError
 from bridge.events import decode
-from bridge.store.writer import Committed, Writer
+from bridge.store.commit import Committed
+from bridge.store.writer import Writer
 from tests.conftest import call_event, other_event
 
 

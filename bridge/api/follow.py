@@ -13,8 +13,8 @@ from collections.abc import AsyncGenerator
 
 from bridge.api.hub import Hub
 from bridge.events import type_matches
+from bridge.store.commit import Committed
 from bridge.store.reader import Reader
-from bridge.store.writer import Committed
 
 PAGE_SIZE = 500
 

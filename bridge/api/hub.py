@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from bridge.store.writer import Committed
+from bridge.store.commit import Committed
 
 
 class Subscription:

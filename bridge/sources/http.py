@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from datetime import UTC, tzinfo
+from datetime import tzinfo
 
 import structlog
 from aiohttp import web
@@ -67,21 +67,20 @@ class Ingest:
         source = self._sources.get(name)
         if source is None:
             return _error(404, "unknown_source", f"no source named {name!r} is configured")
-        bound = structlog.contextvars.bound_contextvars(source=name)
-        with bound:
-            response = await self._handle(request, source)
+        response = await self._handle(request, source)
         if response.status >= 300:
             self.refused += 1
         return response
 
     async def _handle(self, request: web.Request, source: Source) -> web.StreamResponse:
+        name = source.config.name
         if source.networks and not _allowed(request.remote, source):
-            log.warning("ingest_refused", reason="ip_not_allowed", peer=request.remote)
+            log.warning("ingest_refused", source=name, reason="ip_not_allowed", peer=request.remote)
             return _error(403, "forbidden", f"address {request.remote} is not allowed")
         try:
             source.authenticator.check(request)
         except AuthError as exc:
-            log.warning("ingest_refused", reason=exc.reason, peer=request.remote)
+            log.warning("ingest_refused", source=name, reason=exc.reason, peer=request.remote)
             response = _error(401, "unauthorized", exc.reason)
             if exc.challenge:
                 response.headers["WWW-Authenticate"] = exc.challenge
@@ -94,31 +93,31 @@ class Ingest:
             return _too_large(self._max_body)
         payload = Payload(
             body=body,
-            query=dict(request.query),
+            query=request.query,
             content_type=request.content_type,
             path=request.match_info.get("tail", ""),
         )
         context = SourceContext(
-            name=source.config.name,
+            name=name,
             vendor=source.vendor.name,
             tz=source.tz,
-            received_at=self._clock().astimezone(UTC),
+            received_at=self._clock(),
             extension_max_digits=source.config.extension_max_digits,
         )
         try:
             events = source.vendor.normalize(payload, context)
         except PayloadError as exc:
-            log.warning("payload_rejected", field=exc.field, problem=exc.problem)
+            log.warning("payload_rejected", source=name, field=exc.field, problem=exc.problem)
             return _error(400, "invalid_payload", exc.problem, field=exc.field)
         try:
-            committed = await self._writer.submit(events) if events else []
+            if events:
+                await self._writer.submit(events)
         except OutboxError as exc:
-            log.error("ingest_not_committed", error=str(exc))
+            log.error("ingest_not_committed", source=name, error=str(exc))
             response = _error(503, "outbox_unavailable", str(exc))
             response.headers["Retry-After"] = "1"
             return response
         self.accepted += 1
-        log.debug("ingest_committed", events=len(events), new=len(committed))
         ack = source.vendor.ack
         return web.Response(status=ack.status, body=ack.body, content_type=ack.content_type)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from bridge.store import schema
-from bridge.store.writer import Committed
+from bridge.store.commit import Committed
 
 _T = TypeVar("_T")
 

@@ -28,8 +28,8 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         answered    INTEGER NOT NULL,
         direction   TEXT,
         missed      INTEGER NOT NULL,
-        first_seq   INTEGER NOT NULL,
-        last_seq    INTEGER NOT NULL,
+        first_seq   INTEGER,
+        last_seq    INTEGER,
         updated_at  REAL    NOT NULL,
         PRIMARY KEY (source, subject)
     ) WITHOUT ROWID;

@@ -22,14 +22,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, TypeVar
 
-import msgspec
 import structlog
 
-from bridge import calls
 from bridge.config import StorageConfig
 from bridge.errors import OutboxError, OverloadedError
-from bridge.events import Event, encode
+from bridge.events import Event
 from bridge.store import schema
+from bridge.store.commit import Committed, commit
 
 log = structlog.get_logger("bridge.writer")
 
@@ -37,17 +36,6 @@ _T = TypeVar("_T")
 
 PRUNE_BATCH: Final = 1000
 PRUNE_INTERVAL_S: Final = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class Committed:
-    """An event as it stands in the outbox: its ``seq`` and its encoded CloudEvent."""
-
-    seq: int
-    type: str
-    source: str
-    subject: str
-    body: bytes
 
 
 Publish = Callable[[Sequence[Committed]], None]
@@ -203,82 +191,14 @@ class Writer:
 
     def _commit(self, batch: list[_Request]) -> None:
         """One transaction for the whole batch (runs on the writer thread)."""
-        conn = self._conn
-        assert conn is not None
-        start_seq = self._next_seq
-        now = time.time()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for request in batch:
-                request.committed = []
-                for event in request.events:
-                    request.committed.extend(self._apply(conn, event, now))
-            conn.execute("COMMIT")
-        except BaseException:
-            self._next_seq = start_seq
-            for request in batch:
-                request.committed = []
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
-
-    def _apply(self, conn: sqlite3.Connection, event: Event, now: float) -> list[Committed]:
-        """Insert one incoming event and what it derives, after dedup and call-state rules."""
-        if conn.execute("SELECT 1 FROM events WHERE id = ?", (event.id,)).fetchone():
-            return []  # a vendor retransmission: already committed
-        if not calls.is_call_event(event):
-            committed = self._insert(conn, event, now)
-            return [committed] if committed else []
-        row = conn.execute(
-            "SELECT state, answered, direction, missed FROM calls WHERE source = ? AND subject = ?",
-            (event.source, event.subject),
-        ).fetchone()
-        prior = None
-        if row is not None:
-            prior = calls.CallState(
-                state=row[0], answered=bool(row[1]), direction=row[2], missed=bool(row[3])
-            )
-        step = calls.advance(prior, event)
-        out = [c for c in (self._insert(conn, e, now) for e in step.emit) if c is not None]
-        first = out[0].seq if out else self.last_seq
-        conn.execute(
-            """
-            INSERT INTO calls (source, subject, state, answered, direction, missed,
-                               first_seq, last_seq, updated_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-            ON CONFLICT (source, subject) DO UPDATE SET
-                state = excluded.state, answered = excluded.answered,
-                direction = excluded.direction, missed = excluded.missed,
-                last_seq = max(last_seq, excluded.last_seq), updated_at = excluded.updated_at
-            """,
-            (
-                event.source,
-                event.subject,
-                step.state.state,
-                int(step.state.answered),
-                step.state.direction,
-                int(step.state.missed),
-                first,
-                out[-1].seq if out else first,
-                now,
-            ),
+        assert self._conn is not None
+        added = commit(
+            self._conn, [r.events for r in batch], next_seq=self._next_seq, now=time.time()
         )
-        return out
-
-    def _insert(self, conn: sqlite3.Connection, event: Event, now: float) -> Committed | None:
-        seq = self._next_seq
-        body = encode(msgspec.structs.replace(event, seq=seq))
-        cursor = conn.execute(
-            "INSERT OR IGNORE INTO events (seq, id, type, source, subject, time, received_at, body)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (seq, event.id, event.type, event.source, event.subject, event.time, now, body),
-        )
-        if cursor.rowcount == 0:
-            return None  # a derived event that an earlier batch already produced
-        self._next_seq = seq + 1
-        return Committed(
-            seq=seq, type=event.type, source=event.source, subject=event.subject, body=body
-        )
+        for request, committed in zip(batch, added, strict=True):
+            request.committed = committed
+            if committed:
+                self._next_seq = committed[-1].seq + 1
 
     # -- retention -------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ receipt time comes in through the context, so tests feed the documents' samples 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Literal
 
@@ -17,18 +17,16 @@ from bridge.errors import PayloadError, UnsupportedMediaError
 from bridge.events import Event, body_digest, compact, make_event
 
 
-@dataclass(frozen=True, kw_only=True)
-class Payload:
+class Payload(msgspec.Struct, frozen=True, kw_only=True):
     """A vendor request as received: the body bytes, the query string, the path tail."""
 
     body: bytes = b""
-    query: Mapping[str, str] = field(default_factory=dict)
+    query: Mapping[str, str] = msgspec.field(default_factory=dict)
     content_type: str = ""
     path: str = ""
 
 
-@dataclass(frozen=True, kw_only=True)
-class SourceContext:
+class SourceContext(msgspec.Struct, frozen=True, kw_only=True):
     """What a normaliser may know about the source that received a payload."""
 
     name: str
@@ -79,7 +77,14 @@ def parse_json_object(payload: Payload) -> dict[str, Any]:
 def text(obj: Mapping[str, Any], key: str, *, required: bool = False) -> str | None:
     """A string field, stripped; numbers are accepted as their text (vendors mix them)."""
     value = obj.get(key)
-    if value is None or value == "":
+    if type(value) is str:  # the common case first: this runs for every field of every push
+        stripped = value.strip()
+        if stripped:
+            return stripped
+        if required:
+            raise PayloadError(key, "missing" if not value else "empty")
+        return None
+    if value is None:
         if required:
             raise PayloadError(key, "missing")
         return None

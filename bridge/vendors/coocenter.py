@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -34,24 +34,26 @@ from bridge.vendors.base import (
 BELIEVABLE_AHEAD: Final = timedelta(days=1)
 
 
-class _Fields(Mapping[str, Any]):
+class _Fields(dict[str, Any]):
     """The payload with keys looked up case-insensitively.
 
     ``ivr`` and ``cc_cdr`` use camelCase, the other events lower case, and firmware versions
     differ; errors still name the key as the caller spelt it (the documented spelling).
+    A dict with lower-cased keys and a ``get`` that lower-cases the key: lookups stay in C,
+    and a missing optional field costs no KeyError (this runs for every push).
     """
 
     def __init__(self, obj: Mapping[str, Any]) -> None:
-        self._lower = {key.lower(): value for key, value in obj.items()}
+        super().__init__((key.lower(), value) for key, value in obj.items())
 
     def __getitem__(self, key: str) -> Any:
-        return self._lower[key.lower()]
+        return dict.__getitem__(self, key.lower())
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._lower)
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and dict.__contains__(self, key.lower())
 
-    def __len__(self) -> int:
-        return len(self._lower)
+    def get(self, key: str, default: Any = None) -> Any:
+        return dict.get(self, key.lower(), default)
 
 
 Handler = Callable[[_Fields, dict[str, Any], SourceContext, str], list[Event]]
