@@ -94,7 +94,7 @@ class Ingest:
         payload = Payload(
             body=body,
             query=request.query,
-            content_type=request.content_type,
+            content_type=request.headers.get("Content-Type", ""),
             path=request.match_info.get("tail", ""),
         )
         context = SourceContext(

@@ -63,6 +63,7 @@ class Writer:
         self._next_seq = 1
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self._running = False
         self.last_commit_at: float | None = None
         self.failed: BaseException | None = None
         self.commits = 0
@@ -76,6 +77,9 @@ class Writer:
             asyncio.create_task(self._commit_loop(), name="writer-commit"),
             asyncio.create_task(self._prune_loop(), name="writer-prune"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(self._watch)
+        self._running = True
         log.info("outbox_opened", path=self._path, last_seq=self._next_seq - 1)
         return self
 
@@ -103,7 +107,16 @@ class Writer:
 
     @property
     def alive(self) -> bool:
-        return bool(self._tasks) and not any(task.done() for task in self._tasks)
+        """Running: its tasks are up (a task that died is logged by _watch and makes this false)."""
+        return self._running
+
+    def _watch(self, task: asyncio.Task[None]) -> None:
+        """A writer task ended: that is only normal while closing; otherwise say so loudly."""
+        self._running = False
+        if task.cancelled() or self._closing:
+            return
+        self.failed = task.exception()
+        log.error("writer_task_died", task=task.get_name(), error=repr(self.failed))
 
     async def _run(self, fn: Callable[..., _T], *args: object) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
