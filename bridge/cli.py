@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sqlite3
 import sys
 from collections.abc import Sequence
 
@@ -77,7 +78,12 @@ def _run(args: argparse.Namespace) -> int:
     loaded = config.override(config.load(args.config), listen=args.listen, data_dir=args.data_dir)
     logs.setup(loaded.logging)
     _install_uvloop()
-    asyncio.run(app.serve(loaded))
+    try:
+        asyncio.run(app.serve(loaded))
+    except (OSError, sqlite3.Error) as exc:
+        # The usual 3 a.m. causes: the port is taken, the data directory is not writable.
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,31 @@ def test_run_refuses_public_listener_without_token(
     assert main(["run", "--listen", "0.0.0.0:0", "--data-dir", str(tmp_path)]) == 2
     assert "api.tokens" in capsys.readouterr().err
     assert not (tmp_path / "outbox.sqlite3").exists()
+
+
+@pytest.fixture
+def restore_globals() -> Iterator[None]:
+    """`run` installs uvloop and configures logging for the process: undo that for other tests."""
+    yield
+    import asyncio
+    import logging
+
+    import structlog
+
+    asyncio.set_event_loop_policy(None)
+    structlog.reset_defaults()
+    logging.getLogger().handlers.clear()
+
+
+@pytest.mark.usefixtures("restore_globals")
+def test_run_reports_a_taken_port(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A port already in use is a one-line error and exit code 1, not a traceback."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["run", "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp_path)])
+    assert code == 1
+    assert "cannot start" in capsys.readouterr().err
