@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from bridge import __version__, systemd
+from bridge import __version__, metrics, systemd
 from bridge.api import routes
 from bridge.api.hub import Hub
 from bridge.config import Config
@@ -34,6 +34,7 @@ class Daemon:
         self._stack = AsyncExitStack()
         self.writer: Writer
         self.reader: Reader
+        self.ingest: Ingest
         self.port = 0
 
     async def __aenter__(self) -> Daemon:
@@ -72,8 +73,10 @@ class Daemon:
         app[routes.READER] = self.reader
         app[routes.API_CONFIG] = self.config.api
         app[routes.STREAMS] = set()
-        Ingest(self.config, self.writer).add_routes(app)
+        self.ingest = Ingest(self.config, self.writer)
+        self.ingest.add_routes(app)
         routes.add_routes(app)
+        app.router.add_get("/metrics", metrics.handler(self))
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.on_shutdown.append(_close_streams)

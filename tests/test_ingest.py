@@ -202,3 +202,27 @@ async def test_health_and_readiness(daemon: Daemon) -> None:
             body = await response.json()
             assert response.status == 200
             assert body["outbox"] == {"writable": True, "last_seq": 2, "commits": 1}
+
+
+async def test_metrics_count_requests_and_commits(daemon: Daemon) -> None:
+    """/metrics (Prometheus text) counts answers by source and status, and committed events."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    await post(daemon, DIALBEGIN)
+    await post(daemon, b"not json")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(base_url(daemon) + "/metrics") as response:
+            assert response.status == 200
+            text = await response.text()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    ok = (("source", "coocenter"), ("status", "200"))
+    bad = (("source", "coocenter"), ("status", "400"))
+    assert samples[("pbx_bridge_ingest_requests_total", ok)] == 1
+    assert samples[("pbx_bridge_ingest_requests_total", bad)] == 1
+    assert samples[("pbx_bridge_events_committed_total", ())] == 2
+    assert samples[("pbx_bridge_outbox_last_seq", ())] == 2
+    assert samples[("pbx_bridge_writer_up", ())] == 1

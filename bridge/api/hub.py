@@ -61,6 +61,7 @@ class Hub:
     def __init__(self, *, client_queue: int) -> None:
         self._client_queue = client_queue
         self._subscriptions: set[Subscription] = set()
+        self.overflows = 0  # of subscriptions that have ended; live ones are added on read
 
     def publish(self, items: Sequence[Committed]) -> None:
         for subscription in self._subscriptions:
@@ -74,6 +75,11 @@ class Hub:
             yield subscription
         finally:
             self._subscriptions.discard(subscription)
+            self.overflows += subscription.overflows
+
+    @property
+    def total_overflows(self) -> int:
+        return self.overflows + sum(s.overflows for s in self._subscriptions)
 
     @property
     def subscribers(self) -> int:

@@ -67,6 +67,8 @@ class Writer:
         self.last_commit_at: float | None = None
         self.failed: BaseException | None = None
         self.commits = 0
+        self.commit_failures = 0
+        self.commit_seconds = 0.0
         self.committed_events = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -176,10 +178,16 @@ class Writer:
         self._pending_events -= size
         return batch
 
+    @property
+    def pending_events(self) -> int:
+        return self._pending_events
+
     async def _commit_batch(self, batch: list[_Request]) -> None:
+        started = time.perf_counter()
         try:
             await self._run(self._commit, batch)
         except Exception as exc:  # every failure means: not committed
+            self.commit_failures += 1
             log.error(
                 "outbox_commit_failed", error=str(exc), events=sum(len(r.events) for r in batch)
             )
@@ -189,6 +197,7 @@ class Writer:
                     request.done.set_exception(error)
             return
         self.commits += 1
+        self.commit_seconds += time.perf_counter() - started
         self.last_commit_at = time.monotonic()
         new: list[Committed] = []
         for request in batch:

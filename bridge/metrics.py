@@ -1,0 +1,75 @@
+"""``/metrics`` in the Prometheus text format.
+
+The hot path only bumps plain integers on the objects that own them (writer, ingest, hub);
+this collector reads them at scrape time, so metrics cost nothing per event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from bridge.app import Daemon
+
+
+class BridgeCollector(Collector):
+    def __init__(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+
+    def collect(self) -> Iterator[Metric]:
+        daemon = self._daemon
+        writer, hub, ingest = daemon.writer, daemon.hub, daemon.ingest
+        requests = CounterMetricFamily(
+            "pbx_bridge_ingest_requests", "Vendor requests answered", labels=["source", "status"]
+        )
+        for (source, status), count in sorted(ingest.responses.items()):
+            requests.add_metric([source, str(status)], count)
+        yield requests
+        yield CounterMetricFamily(
+            "pbx_bridge_events_committed",
+            "New events committed to the outbox",
+            writer.committed_events,
+        )
+        yield CounterMetricFamily("pbx_bridge_commits", "Outbox transactions", writer.commits)
+        yield CounterMetricFamily(
+            "pbx_bridge_commit_seconds", "Time spent in outbox transactions", writer.commit_seconds
+        )
+        yield CounterMetricFamily(
+            "pbx_bridge_commit_failures", "Outbox transactions rolled back", writer.commit_failures
+        )
+        yield GaugeMetricFamily(
+            "pbx_bridge_writer_pending_events",
+            "Events waiting for the writer",
+            writer.pending_events,
+        )
+        yield GaugeMetricFamily(
+            "pbx_bridge_outbox_last_seq", "Newest committed seq", writer.last_seq
+        )
+        yield GaugeMetricFamily(
+            "pbx_bridge_writer_up", "1 while the writer runs", int(writer.alive)
+        )
+        yield GaugeMetricFamily(
+            "pbx_bridge_subscribers", "Live SSE/WebSocket subscribers", hub.subscribers
+        )
+        yield CounterMetricFamily(
+            "pbx_bridge_subscriber_overflows",
+            "Times a slow subscriber was switched to catch-up from the outbox",
+            hub.total_overflows,
+        )
+
+
+def handler(daemon: Daemon) -> Callable[[web.Request], Awaitable[web.Response]]:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(BridgeCollector(daemon))
+
+    async def metrics(request: web.Request) -> web.Response:
+        body = generate_latest(registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return metrics
