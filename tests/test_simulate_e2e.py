@@ -12,19 +12,24 @@ from bridge.simulate import coocenter
 from tests.conftest import base_url
 
 
-async def test_simulated_calls_produce_the_expected_call_events(daemon: Daemon) -> None:
-    """Per call: initiated once, ringing/answered per leg, one end, missed when unanswered."""
-    out = io.StringIO()
-    report = await coocenter.run(
+async def simulate(daemon: Daemon, *, calls: int, seed: int, out: io.StringIO) -> coocenter.Report:
+    """Fast calls with many duplicate pushes (retransmissions 10 ms apart)."""
+    return await coocenter.run(
         url=base_url(daemon) + "/ingest/coocenter",
-        calls=40,
+        calls=calls,
         rate=500,
         webkey=None,
         retransmit_s=0.01,
         duplicate_ratio=0.3,
-        seed=11,
+        seed=seed,
         out=out,
     )
+
+
+async def test_simulated_calls_produce_the_expected_call_events(daemon: Daemon) -> None:
+    """Per call: initiated once, ringing/answered per leg, one end, missed when unanswered."""
+    out = io.StringIO()
+    report = await simulate(daemon, calls=40, seed=11, out=out)
     assert report.failed == 0
     assert report.duplicates > 0  # retransmissions really happened and were absorbed
     with sqlite3.connect(daemon.config.storage.path) as conn:
@@ -44,15 +49,7 @@ async def test_tail_prints_the_stream_as_json_lines(daemon: Daemon) -> None:
     """`pbx-bridge tail` (not on a TTY) prints one CloudEvent JSON object per line."""
     from bridge.tail import tail
 
-    await coocenter.run(
-        url=base_url(daemon) + "/ingest/coocenter",
-        calls=1,
-        rate=100,
-        webkey=None,
-        duplicate_ratio=0,
-        seed=3,
-        out=io.StringIO(),
-    )
+    await simulate(daemon, calls=1, seed=3, out=io.StringIO())
     out = io.StringIO()
     printed = await tail(
         url=base_url(daemon), types=("call.*",), after=0, token=None, out=out, limit=2

@@ -110,13 +110,20 @@ async def list_events(request: web.Request) -> web.StreamResponse:
     return web.Response(body=body, content_type="application/json")
 
 
-async def stream_events(request: web.Request) -> web.StreamResponse:
+async def _opening(request: web.Request) -> int | web.Response:
+    """A stream's resume point, or the error answer (unauthorized, bad query) to give instead."""
     if not _authorized(request):
         return _unauthorized()
     try:
-        after = await _start_after(request)
+        return await _start_after(request)
     except _BadQuery as exc:
         return error(400, "invalid_query", exc.problem, field=exc.field)
+
+
+async def stream_events(request: web.Request) -> web.StreamResponse:
+    after = await _opening(request)
+    if isinstance(after, web.Response):
+        return after
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -148,12 +155,9 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
-    if not _authorized(request):
-        return _unauthorized()
-    try:
-        after = await _start_after(request)
-    except _BadQuery as exc:
-        return error(400, "invalid_query", exc.problem, field=exc.field)
+    after = await _opening(request)
+    if isinstance(after, web.Response):
+        return after
     ws = web.WebSocketResponse(heartbeat=30.0)
     await ws.prepare(request)
     app = request.app
