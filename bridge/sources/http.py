@@ -108,6 +108,11 @@ class Ingest:
             events = source.vendor.normalize(payload, context)
         except PayloadError as exc:
             log.warning("payload_rejected", source=name, field=exc.field, problem=exc.problem)
+            if source.vendor.reject is not None:
+                answer = source.vendor.reject(exc)
+                return web.Response(
+                    status=answer.status, body=answer.body, content_type=answer.content_type
+                )
             return _error(400, "invalid_payload", exc.problem, field=exc.field)
         try:
             if events:

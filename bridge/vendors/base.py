@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
@@ -50,12 +50,17 @@ class Ack:
 
 @dataclass(frozen=True, kw_only=True)
 class Vendor:
-    """A vendor: its name, how payloads become events, what it expects back."""
+    """A vendor: its name, how payloads become events, what it expects back.
+
+    ``reject`` shapes the 400 answer for a payload that cannot be read, for vendors that expect
+    something other than the bridge's JSON error (a plain-text "failure", say); ``None`` keeps
+    the JSON error ``{"error", "detail", "field"}``.
+    """
 
     name: str
     normalize: Normalizer
     ack: Ack
-    reads: Literal["json", "query", "any"] = "json"
+    reject: Callable[[PayloadError], Ack] | None = None
 
 
 _json = msgspec.json.Decoder()
@@ -157,6 +162,12 @@ def span_s(start: datetime | None, end: datetime | None) -> int | None:
     return int((end - start) / timedelta(seconds=1))
 
 
+def _request_key(payload: Payload) -> bytes:
+    """The bytes that make one request distinct: body, path and (sorted) query string."""
+    query = "&".join(f"{key}={value}" for key, value in sorted(payload.query.items()))
+    return b"\x1f".join([payload.body, payload.path.encode(), query.encode()])
+
+
 def unmapped(payload: Payload, ctx: SourceContext, raw: Any, vendorevent: str) -> Event:
     """A well-formed payload the bridge has no mapping for: kept as ``raw.unmapped``."""
     return make_event(
@@ -166,6 +177,6 @@ def unmapped(payload: Payload, ctx: SourceContext, raw: Any, vendorevent: str) -
         type="raw.unmapped",
         time=ctx.received_at,
         subject="pbx",
-        identity=(body_digest(payload.body + payload.path.encode()),),
+        identity=(body_digest(_request_key(payload)),),
         data=compact({"raw": raw, "path": payload.path or None}),
     )
