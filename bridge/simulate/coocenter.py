@@ -8,19 +8,15 @@ and then an acknowledged push sent again (as when the PBX lost the ack). Loopbac
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
 import json
 import random
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any, Final, Literal, TextIO
-from urllib.parse import urlsplit
 
 import aiohttp
 
-from bridge.errors import ConfigError
+from bridge.simulate.common import Call, Report, check, play
 from bridge.sources.auth import webkey_for
 
 Kind = Literal["answered", "missed_queue", "ivr_only", "outbound", "transfer"]
@@ -33,16 +29,6 @@ QUEUE: Final = "600"
 IVR_ID: Final = "610"
 AGENTS: Final = tuple(str(n) for n in range(801, 813))
 _STATUS_TEXT: Final = {0: "Idle", 1: "InUse", 8: "Ringing"}
-
-
-@dataclass(frozen=True, kw_only=True)
-class Call:
-    """One simulated call: its pushes in send order and what the bridge must make of them."""
-
-    kind: Kind
-    call_id: str
-    pushes: list[dict[str, Any]]
-    expected_types: list[str]
 
 
 def scenario(call_no: int, rng: random.Random, *, start: float, tz: tzinfo = UTC) -> Call:
@@ -272,21 +258,6 @@ class _Builder:
         return f"/monitor/{day}/{self.call_id}.wav"
 
 
-@dataclass(kw_only=True)
-class Report:
-    """What a run did: ``calls`` as planned (with their expected types), and the pushes the
-    bridge acknowledged, in ack order."""
-
-    sent: int = 0
-    acked: int = 0
-    retransmitted: int = 0
-    duplicates: int = 0
-    failed: int = 0
-    statuses: dict[str, int] = field(default_factory=dict)
-    acked_payloads: list[dict[str, Any]] = field(default_factory=list)
-    calls: list[Call] = field(default_factory=list)
-
-
 async def run(
     *,
     url: str,
@@ -307,117 +278,30 @@ async def run(
 
     Pass ``report`` to watch progress while it runs (tests kill the bridge mid-run).
     """
-    _check(url=url, rate=rate, concurrency=concurrency, max_tries=max_tries)
+    check(url=url, rate=rate, concurrency=concurrency, max_tries=max_tries)
     rng = random.Random(seed)
     start = time.time()
     plans = [scenario(n, rng, start=start + n / rate, tz=tz) for n in range(calls)]
-    # Decided up front so a seed fixes which pushes are sent twice.
-    resend = [[rng.random() < duplicate_ratio for _ in plan.pushes] for plan in plans]
-    report = report if report is not None else Report()
-    report.calls = plans
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        pbx = _Pbx(session, url, webkey, tz, retransmit_s, max_tries, report)
-        slots = asyncio.Semaphore(concurrency)
-        loop = asyncio.get_running_loop()
-        began = loop.time()
 
-        async def play(plan: Call, twice: list[bool]) -> None:
-            try:
-                acked = await pbx.play(plan, twice)
-            finally:
-                slots.release()
-            print(
-                f"{plan.kind:<12} {plan.call_id:<16} pushes={len(plan.pushes)} acked={acked}",
-                file=out,
-            )
-
-        async with asyncio.TaskGroup() as group:
-            for n, (plan, twice) in enumerate(zip(plans, resend, strict=True)):
-                await asyncio.sleep(max(0.0, began + n / rate - loop.time()))
-                await slots.acquire()
-                group.create_task(play(plan, twice))
-    statuses = " ".join(f"{status}:{count}" for status, count in sorted(report.statuses.items()))
-    print(
-        f"calls={calls} sent={report.sent} acked={report.acked} "
-        f"retransmitted={report.retransmitted} duplicates={report.duplicates} "
-        f"failed={report.failed} statuses={statuses or '-'}",
-        file=out,
-    )
-    return report
-
-
-def _check(*, url: str, rate: float, concurrency: int, max_tries: int) -> None:
-    host = urlsplit(url).hostname or ""
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise ConfigError("url", f"the simulator only talks to a loopback bridge, not {host!r}")
-    if rate <= 0:
-        raise ConfigError("rate", "must be more than 0 calls per second")
-    if concurrency < 1 or max_tries < 1:
-        raise ConfigError("concurrency" if concurrency < 1 else "max_tries", "must be at least 1")
-
-
-class _Pbx:
-    """The PBX's HTTP side: one push at a time per call, retransmitted until acknowledged."""
-
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        url: str,
-        webkey: str | None,
-        tz: tzinfo,
-        retransmit_s: float,
-        max_tries: int,
-        report: Report,
-    ) -> None:
-        self.session, self.url, self.webkey, self.tz = session, url, webkey, tz
-        self.retransmit_s, self.max_tries, self.report = retransmit_s, max_tries, report
-
-    async def play(self, plan: Call, twice: list[bool]) -> int:
-        """Send a call's pushes in order; returns how many were acknowledged."""
-        acked = 0
-        for push, again in zip(plan.pushes, twice, strict=True):
-            if not await self.deliver(push):
-                self.report.failed += 1  # given up: the PBX moves on to the next event
-                continue
-            acked += 1
-            self.report.acked += 1
-            self.report.acked_payloads.append(push)
-            if again:  # the ack was "lost": the PBX sends the same push once more
-                await asyncio.sleep(self.retransmit_s)
-                self.report.duplicates += 1
-                await self.deliver(push)
-        return acked
-
-    async def deliver(self, push: dict[str, Any]) -> bool:
-        """POST until a 2xx, at most ``max_tries`` times, ``retransmit_s`` apart."""
-        body = json.dumps(push).encode()
-        for attempt in range(self.max_tries):
-            if attempt:
-                self.report.retransmitted += 1
-                await asyncio.sleep(self.retransmit_s)
-            status = await self._post(body)
-            self.report.sent += 1
-            key = str(status) if status is not None else "error"
-            self.report.statuses[key] = self.report.statuses.get(key, 0) + 1
-            if status is not None and 200 <= status < 300:
-                return True
-        return False
-
-    async def _post(self, body: bytes) -> int | None:
+    async def send(session: aiohttp.ClientSession, push: dict[str, Any]) -> int | None:
         headers = {"Content-Type": "application/json"}
-        if self.webkey:
+        if webkey:
             # The PBX's local date, per request: a run can cross midnight.
-            headers["Authorization"] = webkey_for(
-                self.webkey, datetime.now(self.tz).date().isoformat()
-            )
-        try:
-            async with self.session.post(self.url, data=body, headers=headers) as response:
-                await response.read()
-                return response.status
-        except (aiohttp.ClientError, TimeoutError):
-            return None
+            headers["Authorization"] = webkey_for(webkey, datetime.now(tz).date().isoformat())
+        async with session.post(url, data=json.dumps(push).encode(), headers=headers) as response:
+            await response.read()
+            return response.status
+
+    return await play(
+        plans,
+        send,
+        rng=rng,
+        rate=rate,
+        out=out,
+        retransmit_s=retransmit_s,
+        duplicate_ratio=duplicate_ratio,
+        concurrency=concurrency,
+        max_tries=max_tries,
+        timeout_s=timeout_s,
+        report=report if report is not None else Report(),
+    )
