@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 from urllib.parse import urlsplit
@@ -80,13 +80,20 @@ async def play(
     max_tries: int,
     timeout_s: float,
     report: Report,
+    auth: aiohttp.BasicAuth | None = None,
+    middlewares: Sequence[aiohttp.ClientMiddlewareType] = (),
 ) -> Report:
-    """Play the calls, starting ``rate`` per second, each call's pushes in order."""
+    """Play the calls, starting ``rate`` per second, each call's pushes in order.
+
+    ``auth`` (Basic) and ``middlewares`` (e.g. aiohttp's ``DigestAuthMiddleware``) apply to the
+    session every push goes through.
+    """
     # Decided up front so a seed fixes which pushes are sent twice.
     resend = [[rng.random() < duplicate_ratio for _ in plan.pushes] for plan in plans]
     report.calls = plans
     timeout = aiohttp.ClientTimeout(total=timeout_s)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    session = aiohttp.ClientSession(timeout=timeout, auth=auth, middlewares=tuple(middlewares))
+    async with session:
         pbx = _Pbx(session, send, retransmit_s, max_tries, report)
         slots = asyncio.Semaphore(concurrency)
         loop = asyncio.get_running_loop()
