@@ -66,6 +66,23 @@ class AuthBasic(
     realm: str = "pbx-bridge"
 
 
+class AuthDigest(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag="digest",
+    tag_field="type",
+):
+    """HTTP Digest (RFC 7616, MD5 and SHA-256, qop=auth); optionally Basic as well."""
+
+    username: Annotated[str, msgspec.Meta(min_length=1)]
+    password: Annotated[str, msgspec.Meta(min_length=1)]
+    realm: str = "pbx-bridge"
+    nonce_ttl_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    accept_basic: bool = False
+
+
 class AuthWebkey(
     msgspec.Struct,
     frozen=True,
@@ -79,7 +96,7 @@ class AuthWebkey(
     webkey: Annotated[str, msgspec.Meta(min_length=1)]
 
 
-Auth = AuthNone | AuthToken | AuthBasic | AuthWebkey
+Auth = AuthNone | AuthToken | AuthBasic | AuthDigest | AuthWebkey
 
 
 class SourceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -41,12 +41,15 @@ class UnsupportedMediaError(PayloadError):
 
 
 class AuthError(BridgeError):
-    """A request failed its source's authentication; ``challenge`` is a WWW-Authenticate value."""
+    """A request failed its source's authentication.
 
-    def __init__(self, reason: str, challenge: str | None = None) -> None:
+    ``challenges`` are the ``WWW-Authenticate`` values to answer with (one header each).
+    """
+
+    def __init__(self, reason: str, challenges: tuple[str, ...] = ()) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.challenge = challenge
+        self.challenges = challenges
 
 
 class OutboxError(BridgeError):

@@ -19,6 +19,8 @@ class Req:
     ) -> None:
         self.headers = headers or {}
         self.query = query or {}
+        self.method = "POST"
+        self.path_qs = "/ingest/x"
 
 
 def test_webkey_matches_the_documented_formula() -> None:
@@ -75,5 +77,5 @@ def test_basic_auth_challenges() -> None:
     ):
         with pytest.raises(AuthError) as caught:
             auth.check(Req(header))
-        assert caught.value.challenge is not None
-        assert caught.value.challenge.startswith("Basic ")
+        (challenge,) = caught.value.challenges
+        assert challenge.startswith("Basic ")

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
 
-from bridge.config import Auth, AuthBasic, AuthNone, AuthToken, AuthWebkey
+from bridge.config import Auth, AuthBasic, AuthDigest, AuthNone, AuthToken, AuthWebkey
 from bridge.errors import AuthError
 
 Clock = Callable[[], datetime]
@@ -22,6 +22,12 @@ def utc_now() -> datetime:
 
 class Request(Protocol):
     """What an authenticator may look at (aiohttp's request satisfies it)."""
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def path_qs(self) -> str: ...
 
     @property
     def headers(self) -> Mapping[str, str]: ...
@@ -59,21 +65,21 @@ class TokenAuth:
 class BasicAuth:
     def __init__(self, config: AuthBasic) -> None:
         self._config = config
-        self._challenge = f'Basic realm="{config.realm}", charset="UTF-8"'
+        self.challenge = f'Basic realm="{config.realm}", charset="UTF-8"'
 
     def check(self, request: Request) -> None:
         scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "basic" or not encoded:
-            raise AuthError("basic credentials required", self._challenge)
+            raise AuthError("basic credentials required", (self.challenge,))
         try:
             decoded = base64.b64decode(encoded.strip(), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
-            raise AuthError("malformed basic credentials", self._challenge) from None
+            raise AuthError("malformed basic credentials", (self.challenge,)) from None
         username, sep, password = decoded.partition(":")
         user_ok = _equal(username, self._config.username)
         password_ok = _equal(password, self._config.password)
         if not (sep and user_ok and password_ok):
-            raise AuthError("wrong username or password", self._challenge)
+            raise AuthError("wrong username or password", (self.challenge,))
 
 
 class WebkeyAuth:
@@ -109,6 +115,20 @@ def webkey_for(webkey: str, date: str) -> str:
     return hashlib.md5((webkey + date).encode(), usedforsecurity=False).hexdigest()
 
 
+class EitherAuth:
+    """Digest, or Basic when the source also accepts it (PortSIP senders use either)."""
+
+    def __init__(self, digest: Authenticator, basic: BasicAuth) -> None:
+        self._digest = digest
+        self._basic = basic
+
+    def check(self, request: Request) -> None:
+        if request.headers.get("Authorization", "")[:6].lower() == "basic ":
+            self._basic.check(request)
+        else:
+            self._digest.check(request)
+
+
 def build(auth: Auth, tz: tzinfo, clock: Clock = utc_now) -> Authenticator:
     if isinstance(auth, AuthNone):
         return NoAuth()
@@ -116,4 +136,18 @@ def build(auth: Auth, tz: tzinfo, clock: Clock = utc_now) -> Authenticator:
         return TokenAuth(auth)
     if isinstance(auth, AuthBasic):
         return BasicAuth(auth)
+    if isinstance(auth, AuthDigest):
+        from bridge.sources.digest import DigestAuth  # digest builds on this module
+
+        basic = BasicAuth(
+            AuthBasic(username=auth.username, password=auth.password, realm=auth.realm)
+        )
+        digest = DigestAuth(
+            username=auth.username,
+            password=auth.password,
+            realm=auth.realm,
+            nonce_ttl_s=auth.nonce_ttl_s,
+            extra_challenges=(basic.challenge,) if auth.accept_basic else (),
+        )
+        return EitherAuth(digest, basic) if auth.accept_basic else digest
     return WebkeyAuth(auth, tz, clock)

@@ -82,8 +82,8 @@ class Ingest:
         except AuthError as exc:
             log.warning("ingest_refused", source=name, reason=exc.reason, peer=request.remote)
             response = _error(401, "unauthorized", exc.reason)
-            if exc.challenge:
-                response.headers["WWW-Authenticate"] = exc.challenge
+            for challenge in exc.challenges:
+                response.headers.add("WWW-Authenticate", challenge)
             return response
         if request.content_length is not None and request.content_length > self._max_body:
             return _too_large(self._max_body)
