@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 
 from bridge import __version__, metrics, systemd
-from bridge.api import routes
+from bridge.api import admin, routes
 from bridge.api.hub import Hub
 from bridge.config import Config
 from bridge.sources.http import Ingest
@@ -73,9 +73,10 @@ class Daemon:
         app[routes.READER] = self.reader
         app[routes.API_CONFIG] = self.config.api
         app[routes.STREAMS] = set()
-        self.ingest = Ingest(self.config, self.writer)
+        self.ingest = Ingest(self.config, self.writer, self.reader)
         self.ingest.add_routes(app)
         routes.add_routes(app)
+        admin.add_routes(app, self.ingest.quarantine)
         app.router.add_get("/metrics", metrics.handler(self))
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)

@@ -37,6 +37,14 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--token", help="API bearer token")
     tail.add_argument("--limit", type=int, help="stop after this many events")
 
+    quarantine = commands.add_parser("quarantine", help="payloads that could not be read")
+    quarantine.add_argument("action", choices=("list", "show", "reprocess"))
+    quarantine.add_argument("ids", nargs="*", type=int, help="entry ids (show, reprocess)")
+    quarantine.add_argument("--all", action="store_true", help="reprocess every held entry")
+    quarantine.add_argument("--state", default="held", choices=("held", "reprocessed", "all"))
+    quarantine.add_argument("--url", default=DEFAULT_URL)
+    quarantine.add_argument("--token", help="API bearer token")
+
     simulate = commands.add_parser("simulate", help="play a vendor PBX against the bridge")
     vendors = simulate.add_subparsers(dest="vendor", required=True)
     coo = vendors.add_parser("coocenter", help="Zycoo CooCenter call lifecycles")
@@ -64,6 +72,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _tail(args)
         if args.command == "simulate":
             return _simulate(args)
+        if args.command == "quarantine":
+            from bridge import opscli
+
+            return asyncio.run(
+                opscli.quarantine(
+                    url=args.url,
+                    token=args.token,
+                    action=args.action,
+                    ids=args.ids,
+                    every=args.all,
+                    state=args.state,
+                )
+            )
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2

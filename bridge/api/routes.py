@@ -31,7 +31,7 @@ def error(status: int, code: str, detail: str, **extra: object) -> web.Response:
     return web.json_response({"error": code, "detail": detail, **extra}, status=status)
 
 
-def _authorized(request: web.Request) -> bool:
+def authorized(request: web.Request) -> bool:
     tokens = request.app[API_CONFIG].tokens
     if not tokens:
         return True
@@ -46,7 +46,7 @@ def _authorized(request: web.Request) -> bool:
     return ok
 
 
-def _unauthorized() -> web.Response:
+def unauthorized() -> web.Response:
     response = error(401, "unauthorized", "a valid bearer token is required")
     response.headers["WWW-Authenticate"] = 'Bearer realm="pbx-bridge"'
     return response
@@ -92,8 +92,8 @@ async def _start_after(request: web.Request) -> int:
 
 
 async def list_events(request: web.Request) -> web.StreamResponse:
-    if not _authorized(request):
-        return _unauthorized()
+    if not authorized(request):
+        return unauthorized()
     config = request.app[API_CONFIG]
     try:
         after = _int_param(request, "after", 0, lo=0, hi=2**63 - 1)
@@ -112,8 +112,8 @@ async def list_events(request: web.Request) -> web.StreamResponse:
 
 async def _opening(request: web.Request) -> int | web.Response:
     """A stream's resume point, or the error answer (unauthorized, bad query) to give instead."""
-    if not _authorized(request):
-        return _unauthorized()
+    if not authorized(request):
+        return unauthorized()
     try:
         return await _start_after(request)
     except _BadQuery as exc:

@@ -10,14 +10,16 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter
 from dataclasses import dataclass
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 
 import structlog
 from aiohttp import web
 
 from bridge.config import Config, SourceConfig
 from bridge.errors import AuthError, OutboxError, PayloadError
+from bridge.quarantine import Quarantine
 from bridge.sources import auth
+from bridge.store.reader import Reader
 from bridge.store.writer import Writer
 from bridge.vendors.base import Payload, SourceContext, Vendor
 from bridge.vendors.registry import VENDORS
@@ -41,7 +43,9 @@ def _error(status: int, code: str, detail: str, **extra: object) -> web.Response
 class Ingest:
     """The ingest endpoint for every configured source."""
 
-    def __init__(self, config: Config, writer: Writer, clock: auth.Clock = auth.utc_now) -> None:
+    def __init__(
+        self, config: Config, writer: Writer, reader: Reader, clock: auth.Clock = auth.utc_now
+    ) -> None:
         self._writer = writer
         self._max_body = config.server.max_body_bytes
         self._clock = clock
@@ -55,8 +59,25 @@ class Ingest:
             )
             for source in config.sources
         }
+        self.quarantine = Quarantine(writer, reader, self.resolve)
         # (source, status) -> count; read by /metrics. A plain Counter: nothing on the hot path.
         self.responses: Counter[tuple[str, int]] = Counter()
+
+    def resolve(self, name: str, received_at: datetime) -> tuple[Vendor, SourceContext] | None:
+        """The vendor and context of a configured source, for a payload received then."""
+        source = self._sources.get(name)
+        if source is None:
+            return None
+        return source.vendor, self._context(source, received_at)
+
+    def _context(self, source: Source, received_at: datetime) -> SourceContext:
+        return SourceContext(
+            name=source.config.name,
+            vendor=source.vendor.name,
+            tz=source.tz,
+            received_at=received_at,
+            extension_max_digits=source.config.extension_max_digits,
+        )
 
     def add_routes(self, app: web.Application) -> None:
         for path in ("/ingest/{source}", "/ingest/{source}/{tail:.*}"):
@@ -97,31 +118,33 @@ class Ingest:
             content_type=request.headers.get("Content-Type", ""),
             path=request.match_info.get("tail", ""),
         )
-        context = SourceContext(
-            name=name,
-            vendor=source.vendor.name,
-            tz=source.tz,
-            received_at=self._clock(),
-            extension_max_digits=source.config.extension_max_digits,
-        )
+        context = self._context(source, self._clock())
         try:
             events = source.vendor.normalize(payload, context)
         except PayloadError as exc:
             log.warning("payload_rejected", source=name, field=exc.field, problem=exc.problem)
+            try:
+                kept = await self.quarantine.keep(
+                    source=name,
+                    vendor=source.vendor.name,
+                    payload=payload,
+                    received_at=context.received_at,
+                    error=exc,
+                )
+            except OutboxError as failure:
+                # Not even kept: make the vendor retry rather than lose it.
+                return _unavailable(name, failure)
             if source.vendor.reject is not None:
                 answer = source.vendor.reject(exc)
                 return web.Response(
                     status=answer.status, body=answer.body, content_type=answer.content_type
                 )
-            return _error(400, "invalid_payload", exc.problem, field=exc.field)
+            return _error(400, "invalid_payload", exc.problem, field=exc.field, quarantine_id=kept)
         try:
             if events:
                 await self._writer.submit(events)
         except OutboxError as exc:
-            log.error("ingest_not_committed", source=name, error=str(exc))
-            response = _error(503, "outbox_unavailable", str(exc))
-            response.headers["Retry-After"] = "1"
-            return response
+            return _unavailable(name, exc)
         ack = source.vendor.ack
         return web.Response(status=ack.status, body=ack.body, content_type=ack.content_type)
 
@@ -134,6 +157,13 @@ def _allowed(remote: str | None, source: Source) -> bool:
     except ValueError:
         return False
     return any(address in network for network in source.networks)
+
+
+def _unavailable(source: str, exc: OutboxError) -> web.Response:
+    log.error("ingest_not_committed", source=source, error=str(exc))
+    response = _error(503, "outbox_unavailable", str(exc))
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 def _too_large(limit: int) -> web.Response:

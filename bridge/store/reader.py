@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
@@ -57,9 +58,12 @@ class Reader:
         for conn in self._conns:
             conn.close()
 
-    async def _run(self, fn: object, *args: object) -> object:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, fn, *args)  # type: ignore[arg-type]
+    async def _run(self, fn: Callable[..., _T], *args: object) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run a read-only ``fn`` on one of the reader connections (its own thread)."""
+        return await self._run(lambda: fn(self._conn()))
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -77,9 +81,7 @@ class Reader:
         the page is not full, past every event that existed when it was read (so a filtered
         poll does not rescan rows it already skipped).
         """
-        page = await self._run(self._page, after, limit, types)
-        assert isinstance(page, Page)
-        return page
+        return await self._run(self._page, after, limit, types)
 
     def _page(self, after: int, limit: int, types: tuple[str, ...]) -> Page:
         conn = self._conn()
@@ -103,9 +105,7 @@ class Reader:
 
     async def head(self) -> int:
         """The newest committed ``seq`` (0 for an empty outbox)."""
-        head = await self._run(self._head)
-        assert isinstance(head, int)
-        return head
+        return await self._run(self._head)
 
     def _head(self) -> int:
         (head,) = self._conn().execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()

@@ -35,6 +35,26 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ) WITHOUT ROWID;
     CREATE INDEX calls_updated_at ON calls (updated_at);
     """,
+    # 2: quarantine: authenticated payloads that could not be read, kept to be re-processed.
+    """
+    CREATE TABLE quarantine (
+        id             INTEGER PRIMARY KEY,
+        digest         TEXT    NOT NULL UNIQUE,
+        source         TEXT    NOT NULL,
+        vendor         TEXT    NOT NULL,
+        received_at    REAL    NOT NULL,
+        path           TEXT    NOT NULL,
+        query          TEXT    NOT NULL,
+        content_type   TEXT    NOT NULL,
+        body           BLOB    NOT NULL,
+        field          TEXT    NOT NULL,
+        error          TEXT    NOT NULL,
+        seen           INTEGER NOT NULL DEFAULT 1,
+        state          TEXT    NOT NULL DEFAULT 'held',
+        reprocessed_at REAL
+    );
+    CREATE INDEX quarantine_state ON quarantine (state, id);
+    """,
 )
 
 

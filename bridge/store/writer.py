@@ -222,6 +222,30 @@ class Writer:
             if committed:
                 self._next_seq = committed[-1].seq + 1
 
+    async def transact(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``fn`` in its own transaction on the writer's connection and thread.
+
+        For rare writes beside the event stream (quarantine); serialised with the commits.
+        """
+        if not self.alive:
+            raise OutboxError("the outbox writer is not running")
+
+        def run() -> _T:
+            assert self._conn is not None
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(self._conn)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+            return result
+
+        try:
+            return await self._run(run)
+        except sqlite3.Error as exc:
+            raise OutboxError(f"outbox write failed: {exc}") from exc
+
     # -- retention -------------------------------------------------------------------------
 
     async def _prune_loop(self) -> None:
