@@ -49,13 +49,25 @@ def _parser() -> argparse.ArgumentParser:
     vendors = simulate.add_subparsers(dest="vendor", required=True)
     coo = vendors.add_parser("coocenter", help="Zycoo CooCenter call lifecycles")
     coo.add_argument("--url", default=f"{DEFAULT_URL}/ingest/coocenter")
-    coo.add_argument("--calls", type=int, default=10)
-    coo.add_argument("--rate", type=float, default=2.0, help="new calls per second")
     coo.add_argument("--webkey", help="send Authorization: md5(WEBKEY + date)")
-    coo.add_argument("--seed", type=int)
-    coo.add_argument("--retransmit-s", type=float, default=2.0)
-    coo.add_argument("--duplicate-ratio", type=float, default=0.1)
+    _sim_common(coo)
+    coral = vendors.add_parser("coral", help="Coral IRIS IVDX HTTP pushes")
+    coral.add_argument("--url", default=f"{DEFAULT_URL}/ingest/coral")
+    _sim_common(coral)
+    callog = vendors.add_parser("callog", help="cloud IVR call logs (one GET per call)")
+    callog.add_argument("--url", default=f"{DEFAULT_URL}/ingest/callog")
+    callog.add_argument("--token", help="the shared token, sent as a query parameter")
+    callog.add_argument("--token-param", default="token")
+    _sim_common(callog)
     return parser
+
+
+def _sim_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--calls", type=int, default=10)
+    parser.add_argument("--rate", type=float, default=2.0, help="new calls per second")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--retransmit-s", type=float, default=2.0)
+    parser.add_argument("--duplicate-ratio", type=float, default=0.1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -132,18 +144,21 @@ def _tail(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from bridge.simulate import coocenter
+    from bridge.simulate import callog, coocenter, coral
 
-    report = asyncio.run(
-        coocenter.run(
-            url=args.url,
-            calls=args.calls,
-            rate=args.rate,
-            webkey=args.webkey,
-            retransmit_s=args.retransmit_s,
-            duplicate_ratio=args.duplicate_ratio,
-            seed=args.seed,
-            out=sys.stdout,
-        )
-    )
+    common = {
+        "url": args.url,
+        "calls": args.calls,
+        "rate": args.rate,
+        "seed": args.seed,
+        "retransmit_s": args.retransmit_s,
+        "duplicate_ratio": args.duplicate_ratio,
+        "out": sys.stdout,
+    }
+    if args.vendor == "coocenter":
+        report = asyncio.run(coocenter.run(webkey=args.webkey, **common))
+    elif args.vendor == "callog":
+        report = asyncio.run(callog.run(token=args.token, token_param=args.token_param, **common))
+    else:
+        report = asyncio.run(coral.run(**common))
     return 0 if report.failed == 0 else 1

@@ -16,7 +16,7 @@ import msgspec
 from bridge import calls
 from bridge.events import TYPES, Event
 from bridge.vendors.registry import VENDORS
-from tests.fixtureutil import FIXTURES, context_for, load_fixtures, payload_for
+from tests.fixtureutil import context_for, load_fixtures, payload_for
 
 ROOT = Path(__file__).parent.parent
 PAGE = ROOT / "docs" / "events.md"
@@ -79,7 +79,7 @@ def _json(event: Event) -> str:
 def render() -> str:
     parts = [HEADER]
     examples: dict[tuple[str, str], tuple[str, Event]] = {}
-    for vendor_dir in sorted(path.name for path in FIXTURES.iterdir() if path.is_dir()):
+    for vendor_dir in sorted(VENDORS):
         parts.append(f"\n## {vendor_dir}: vendor event -> normalised events\n")
         parts.append("| vendor event | case | events (in commit order) |\n|---|---|---|")
         for case, fixture in load_fixtures(vendor_dir):

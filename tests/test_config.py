@@ -27,7 +27,7 @@ def test_default_is_loopback_with_one_open_source_per_vendor() -> None:
     assert config.is_loopback(loaded.server.host)
     assert loaded.storage.data_dir == "./var"
     assert [(s.name, s.vendor, s.auth.__class__.__name__) for s in loaded.sources] == [
-        ("coocenter", "coocenter", "AuthNone")
+        (vendor, vendor, "AuthNone") for vendor in config.IMPLEMENTED_VENDORS
     ]
 
 

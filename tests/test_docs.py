@@ -9,13 +9,14 @@ import jsonschema
 import msgspec
 import pytest
 
+from bridge.vendors.registry import VENDORS as REGISTERED
 from tests import docgen
-from tests.fixtureutil import FIXTURES, load_fixtures
+from tests.fixtureutil import load_fixtures
 
 SCHEMA = json.loads(
     (Path(__file__).parent.parent / "bridge" / "schema" / "event.schema.json").read_text()
 )
-VENDORS = sorted(path.name for path in FIXTURES.iterdir() if path.is_dir())
+VENDORS = sorted(REGISTERED)
 CASES = [(vendor, case, fixture) for vendor in VENDORS for case, fixture in load_fixtures(vendor)]
 
 

@@ -226,3 +226,27 @@ async def test_metrics_count_requests_and_commits(daemon: Daemon) -> None:
     assert samples[("pbx_bridge_events_committed_total", ())] == 2
     assert samples[("pbx_bridge_outbox_last_seq", ())] == 2
     assert samples[("pbx_bridge_writer_up", ())] == 1
+
+
+async def test_query_token_never_reaches_stored_events(tmp_path: Path) -> None:
+    """A shared token given in the query authenticates but is not kept in data.raw."""
+    token = "call-log-s3cret"
+    sources = [{"name": "callog", "vendor": "callog", "auth": {"type": "token", "token": token}}]
+    query = {
+        "calllogid": "c-1",
+        "callnumber": "9876543210",
+        "date": "2026-11-22",
+        "time": "10:00:00",
+        "callstatus": "ANSWER",
+        "token": token,
+    }
+    async with Daemon(daemon_config(tmp_path, sources=sources)) as daemon:
+        async with aiohttp.ClientSession() as http:
+            url = base_url(daemon) + "/ingest/callog"
+            async with http.get(url, params=query) as response:
+                assert response.status == 200
+                assert await response.text() == "Success"
+        with sqlite3.connect(daemon.config.storage.path) as conn:
+            bodies = [row[0] for row in conn.execute("SELECT body FROM events")]
+    assert bodies
+    assert all(token.encode() not in body for body in bodies)

@@ -138,7 +138,7 @@ async def test_cli_lists_and_reprocesses_through_the_api(
     assert await opscli.quarantine(action="list", ids=[], **common) == 0
     assert "timestamp" in out.getvalue()
     assert await opscli.quarantine(action="show", ids=[entry_id], **common) == 0
-    assert 'yesterday' in out.getvalue().split("1 entries")[1]
+    assert "yesterday" in out.getvalue().split("1 entries")[1]
     install(daemon, fixed_normalize, monkeypatch)
     assert await opscli.quarantine(action="reprocess", ids=[entry_id], **common) == 0
     assert daemon.writer.last_seq == 1

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
 import structlog
 from aiohttp import web
 
-from bridge.config import Config, SourceConfig
+from bridge.config import AuthToken, Config, SourceConfig
 from bridge.errors import AuthError, OutboxError, PayloadError
 from bridge.quarantine import Quarantine
 from bridge.sources import auth
@@ -34,6 +35,7 @@ class Source:
     authenticator: auth.Authenticator
     tz: tzinfo
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    secret_param: str | None  # a query parameter carrying a credential, dropped from payloads
 
 
 def _error(status: int, code: str, detail: str, **extra: object) -> web.Response:
@@ -56,6 +58,7 @@ class Ingest:
                 authenticator=auth.build(source.auth, source.tz, clock),
                 tz=source.tz,
                 networks=source.networks,
+                secret_param=source.auth.query if isinstance(source.auth, AuthToken) else None,
             )
             for source in config.sources
         }
@@ -112,9 +115,14 @@ class Ingest:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _too_large(self._max_body)
+        query: Mapping[str, str] = request.query
+        if source.secret_param and source.secret_param in query:
+            # The shared token authenticated the request; it must not reach raw (and every
+            # subscriber and webhook) with the vendor's fields.
+            query = {k: v for k, v in query.items() if k != source.secret_param}
         payload = Payload(
             body=body,
-            query=request.query,
+            query=query,
             content_type=request.headers.get("Content-Type", ""),
             path=request.match_info.get("tail", ""),
         )

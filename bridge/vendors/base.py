@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from bridge.errors import PayloadError, UnsupportedMediaError
-from bridge.events import Event, body_digest, compact, make_event
+from bridge.events import Event, body_digest, compact, make_event, rfc3339
 
 
 class Payload(msgspec.Struct, frozen=True, kw_only=True):
@@ -180,3 +180,35 @@ def unmapped(payload: Payload, ctx: SourceContext, raw: Any, vendorevent: str) -
         identity=(body_digest(_request_key(payload)),),
         data=compact({"raw": raw, "path": payload.path or None}),
     )
+
+
+class Fields(dict[str, Any]):
+    """The payload with keys looked up case-insensitively.
+
+    ``ivr`` and ``cc_cdr`` use camelCase, the other events lower case, and firmware versions
+    differ; errors still name the key as the caller spelt it (the documented spelling).
+    A dict with lower-cased keys and a ``get`` that lower-cases the key: lookups stay in C,
+    and a missing optional field costs no KeyError (this runs for every push).
+    """
+
+    def __init__(self, obj: Mapping[str, Any]) -> None:
+        super().__init__((key.lower(), value) for key, value in obj.items())
+
+    def __getitem__(self, key: str) -> Any:
+        return dict.__getitem__(self, key.lower())
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and dict.__contains__(self, key.lower())
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return dict.get(self, key.lower(), default)
+
+
+def timings(**values: datetime | int | None) -> dict[str, str | int] | None:
+    """The known timings (times as RFC 3339), or None when none is known."""
+    known = {
+        key: rfc3339(value) if isinstance(value, datetime) else value
+        for key, value in values.items()
+        if value is not None
+    }
+    return known or None

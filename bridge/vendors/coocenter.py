@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 from bridge.errors import PayloadError
-from bridge.events import Event, compact, make_event, rfc3339
+from bridge.events import Event, compact, make_event
 from bridge.vendors.base import (
     Ack,
+    Fields,
     Payload,
     SourceContext,
     Vendor,
@@ -27,6 +28,7 @@ from bridge.vendors.base import (
     seconds,
     span_s,
     text,
+    timings,
     unmapped,
 )
 
@@ -34,35 +36,13 @@ from bridge.vendors.base import (
 BELIEVABLE_AHEAD: Final = timedelta(days=1)
 
 
-class _Fields(dict[str, Any]):
-    """The payload with keys looked up case-insensitively.
-
-    ``ivr`` and ``cc_cdr`` use camelCase, the other events lower case, and firmware versions
-    differ; errors still name the key as the caller spelt it (the documented spelling).
-    A dict with lower-cased keys and a ``get`` that lower-cases the key: lookups stay in C,
-    and a missing optional field costs no KeyError (this runs for every push).
-    """
-
-    def __init__(self, obj: Mapping[str, Any]) -> None:
-        super().__init__((key.lower(), value) for key, value in obj.items())
-
-    def __getitem__(self, key: str) -> Any:
-        return dict.__getitem__(self, key.lower())
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and dict.__contains__(self, key.lower())
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return dict.get(self, key.lower(), default)
-
-
-Handler = Callable[[_Fields, dict[str, Any], SourceContext, str], list[Event]]
+Handler = Callable[[Fields, dict[str, Any], SourceContext, str], list[Event]]
 
 
 def normalize(payload: Payload, ctx: SourceContext) -> list[Event]:
     """One CooCenter push to its events; an unknown ``event`` becomes ``raw.unmapped``."""
     raw = parse_json_object(payload)
-    fields = _Fields(raw)
+    fields = Fields(raw)
     name = _required(fields, "event").lower()
     handler = _HANDLERS.get(name)
     if handler is None:
@@ -70,7 +50,7 @@ def normalize(payload: Payload, ctx: SourceContext) -> list[Event]:
     return handler(fields, raw, ctx, name)
 
 
-def _dialbegin(fields: _Fields, raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
+def _dialbegin(fields: Fields, raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
     call_id = _required(fields, "uniqueid")
     time = _believable(epoch(fields, "timestamp"), ctx)
     ringing = _dial_data(fields, ctx, call_id)
@@ -86,7 +66,7 @@ def _dialbegin(fields: _Fields, raw: dict[str, Any], ctx: SourceContext, name: s
     ]
 
 
-def _dial_data(fields: _Fields, ctx: SourceContext, call_id: str) -> dict[str, str | None]:
+def _dial_data(fields: Fields, ctx: SourceContext, call_id: str) -> dict[str, str | None]:
     """What dialbegin and dialend both say about the call and the target being rung."""
     callee = text(fields, "destcalleridnum") or text(fields, "destexten")
     return {
@@ -112,7 +92,7 @@ _DIAL_REASONS: Final = {
 }
 
 
-def _dialend(fields: _Fields, raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
+def _dialend(fields: Fields, raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
     call_id = _required(fields, "uniqueid")
     status = _required(fields, "dialstatus").upper()
     time = _believable(epoch(fields, "timestamp"), ctx)
@@ -126,7 +106,7 @@ def _dialend(fields: _Fields, raw: dict[str, Any], ctx: SourceContext, name: str
     return [_event(ctx, name, type_, time, f"call/{call_id}", identity, data, raw)]
 
 
-def _hangup(fields: _Fields, raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
+def _hangup(fields: Fields, raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
     call_id = _required(fields, "uniqueid")
     # No disposition: whether a person answered is the writer's call state, not this push's.
     # No direction either: the push names a channel's own number and its connected line, which
@@ -165,7 +145,7 @@ def _extension_state(status: int) -> tuple[str, list[str] | None]:
 
 
 def _extensionstatus(
-    fields: _Fields, raw: dict[str, Any], ctx: SourceContext, name: str
+    fields: Fields, raw: dict[str, Any], ctx: SourceContext, name: str
 ) -> list[Event]:
     exten = _required(fields, "exten")
     status = _required(fields, "status")
@@ -203,7 +183,7 @@ _CALL_TYPES: Final = {
 }
 
 
-def _ivr(fields: _Fields, raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
+def _ivr(fields: Fields, raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
     call_id = _required(fields, "uuid")
     started = local_time(fields, "startTime", ctx.tz)
     ended = local_time(fields, "endTime", ctx.tz)
@@ -217,9 +197,7 @@ def _ivr(fields: _Fields, raw: dict[str, Any], ctx: SourceContext, name: str) ->
         "ivr_name": text(fields, "ivrName"),
         "digits": text(fields, "ivrDtmf"),
         "did": text(fields, "trunkNumber"),
-        "timings": _timings(
-            started_at=started, ended_at=ended, total_s=seconds(fields, "duration")
-        ),
+        "timings": timings(started_at=started, ended_at=ended, total_s=seconds(fields, "duration")),
         "pbx_mac": text(fields, "mac"),
     }
     initiated = {key: data[key] for key in ("call_id", "direction", "from", "to", "did", "pbx_mac")}
@@ -247,7 +225,7 @@ _CDR_DISPOSITIONS: Final = {
 _CALLERID_NUMBER: Final = re.compile(r"<([^<>]*)>\s*$")
 
 
-def _cdr(fields: _Fields, raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
+def _cdr(fields: Fields, raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
     call_id = _required(fields, "uniqueid")
     started = local_time(fields, "starttime", ctx.tz)
     answered = local_time(fields, "answertime", ctx.tz)
@@ -261,7 +239,7 @@ def _cdr(fields: _Fields, raw: dict[str, Any], ctx: SourceContext, name: str) ->
         # ANSWERED may be the IVR or the queue answering, not a person: cc_cdr.cdrState is the
         # truth for that, and the writer's call state decides call.missed.
         "disposition": _CDR_DISPOSITIONS.get(disposition),
-        "timings": _timings(
+        "timings": timings(
             started_at=started,
             answered_at=answered,
             ended_at=ended,
@@ -277,13 +255,13 @@ def _cdr(fields: _Fields, raw: dict[str, Any], ctx: SourceContext, name: str) ->
     return [_event(ctx, name, "call.completed", time, f"call/{call_id}", identity, data, raw)]
 
 
-def _callerid_number(fields: _Fields) -> str | None:
+def _callerid_number(fields: Fields) -> str | None:
     """The number of an Asterisk caller id, ``"808" <808>``."""
     match = _CALLERID_NUMBER.search(text(fields, "callerid") or "")
     return (match.group(1).strip() or None) if match else None
 
 
-def _cdr_direction(fields: _Fields) -> str | None:
+def _cdr_direction(fields: Fields) -> str | None:
     value = text(fields, "calltype")
     if value is None:
         # The manual: calltype empty means internal; absent (or null) means we do not know.
@@ -298,7 +276,7 @@ _MISS_DISPOSITIONS: Final = {
 }
 
 
-def _cc_cdr(fields: _Fields, raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
+def _cc_cdr(fields: Fields, raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
     call_id = _required(fields, "uuid")
     started = local_time(fields, "startTime", ctx.tz)
     ended = local_time(fields, "endTime", ctx.tz)
@@ -327,7 +305,7 @@ def _cc_cdr(fields: _Fields, raw: dict[str, Any], ctx: SourceContext, name: str)
         "missed_reason": miss_cause.lower() if miss_cause else None,
         "hangup_cause": text(fields, "hangupCause"),
         "hangup_side": text(fields, "hangupSide"),
-        "timings": _timings(
+        "timings": timings(
             started_at=started,
             ended_at=ended,
             total_s=seconds(fields, "duration"),
@@ -379,7 +357,7 @@ def _event(
     )
 
 
-def _required(fields: _Fields, key: str) -> str:
+def _required(fields: Fields, key: str) -> str:
     value = text(fields, key, required=True)
     if value is None:  # text() raises first; this narrows the type
         raise PayloadError(key, "missing")
@@ -397,16 +375,6 @@ def _believable(moment: datetime | None, ctx: SourceContext) -> datetime:
     if moment is None or moment - ctx.received_at > BELIEVABLE_AHEAD:
         return ctx.received_at
     return moment
-
-
-def _timings(**values: datetime | int | None) -> dict[str, str | int] | None:
-    """The known timings (times as RFC 3339), or None when none is known."""
-    known = {
-        key: rfc3339(value) if isinstance(value, datetime) else value
-        for key, value in values.items()
-        if value is not None
-    }
-    return known or None
 
 
 def _is_trunk_channel(channel: str | None, max_digits: int) -> bool:
@@ -448,7 +416,7 @@ _DIAL_DIRECTIONS: Final = {
 }
 
 
-def _dial_direction(fields: _Fields, ctx: SourceContext) -> str | None:
+def _dial_direction(fields: Fields, ctx: SourceContext) -> str | None:
     """dialbegin/dialend carry no direction: infer it from the two ends, or leave it out."""
     limit = ctx.extension_max_digits
     caller = _side(text(fields, "calleridnum"), text(fields, "channel"), limit)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from bridge.vendors import coocenter
+from bridge.vendors import callog, coocenter, coral
 from bridge.vendors.base import Vendor
 
-VENDORS: Final[dict[str, Vendor]] = {vendor.name: vendor for vendor in (coocenter.VENDOR,)}
+VENDORS: Final[dict[str, Vendor]] = {vendor.name: vendor for vendor in (coocenter.VENDOR, coral.VENDOR, callog.VENDOR)}

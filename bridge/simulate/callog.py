@@ -1,0 +1,150 @@
+"""A cloud IVR call-log provider simulator: one GET per finished call, sent to the bridge.
+
+:func:`scenario` is pure (seeded, no I/O): one call's request (its query parameters) and the
+``call.*`` types a correct bridge makes of it. :func:`run` plays many calls like the provider
+does: one GET at the end of each call, sent again after ``retransmit_s`` until it gets a 2xx,
+and now and then an acknowledged one sent again (a lost answer). Loopback bridges only.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from datetime import datetime, tzinfo
+from typing import Any, Final, Literal, TextIO
+from zoneinfo import ZoneInfo
+
+import aiohttp
+
+from bridge.simulate.common import Call, Report, check, play
+
+Kind = Literal["answered", "missed", "dropped"]
+KINDS: Final[tuple[Kind, ...]] = ("answered", "missed", "dropped")
+IST: Final = ZoneInfo("Asia/Kolkata")
+
+# One simulated account: its virtual number, agents' mobiles, departments, callers' circles.
+VIRTUAL_NUMBER: Final = "08069991234"
+AGENTS: Final = tuple(f"99001122{n:02d}" for n in range(10, 22))
+DEPARTMENTS: Final = ("Sales", "Support", "Accounts")
+CIRCLES: Final = ("Karnataka", "Maharashtra", "Delhi", "Kerala", "Tamil Nadu", "UP East")
+RECORDINGS: Final = "http://127.0.0.1:8080/recordings"  # loopback: never a provider's host
+
+# The document's two spellings of the parameters (see bridge/vendors/callog.py).
+_TABLE_NAMES: Final = {
+    "calllogid": "call_uuid",
+    "callnumber": "caller_number",
+    "agentnumber": "agent_connected",
+    "ivrduration": "total_call_duration",
+    "callduration": "conversation_duration",
+    "callstatus": "call_status",
+    "state": "caller_circle",
+    "ibizfonenumber": "knumber",
+    "recordingurl": "recording_url",
+}
+_STATUS: Final = {"answered": "ANSWER", "missed": "MISSED", "dropped": "DROPPED"}
+_EXPECTED: Final = {
+    # The writer derives call.ended before a call.completed that ends a call, and call.missed
+    # after it for an inbound call no person answered.
+    "answered": ["call.ended", "call.completed"],
+    "missed": ["call.ended", "call.completed", "call.missed"],
+    "dropped": ["call.ended", "call.completed", "call.missed"],
+}
+
+
+def scenario(call_no: int, rng: random.Random, *, start: float, tz: tzinfo = IST) -> Call:
+    """Call number ``call_no``, its log sent at epoch ``start``; ``tz`` is the provider's zone.
+
+    The request uses the sample URL's parameter names, or a quarter of the time the table's;
+    durations are seconds, or a third of the time ``H:MM:SS``.
+    """
+    kind = rng.choice(KINDS)
+    # The provider's id; the start time is in it so that runs with the same seed do not repeat
+    # (and get deduplicated against) an earlier run's calls.
+    call_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"callog/{start:.6f}/{call_no}"))
+    caller = rng.choice("6789") + "".join(rng.choices("0123456789", k=9))
+    agent = rng.choice(AGENTS)
+    if kind == "answered":
+        ivr_s, talk_s = rng.randint(5, 60), rng.randint(10, 900)
+    elif kind == "missed":  # the IVR, then the queue rang agents until it gave up
+        ivr_s, talk_s = rng.randint(20, 90), 0
+    else:  # the caller hung up in the IVR or the queue, before an agent
+        ivr_s, talk_s = rng.randint(2, 40), 0
+    # A missed call may name the agent rung last; a dropped one never reached an agent.
+    named = kind == "answered" or (kind == "missed" and rng.random() < 0.5)
+    hms = rng.random() < 1 / 3
+    # The log is sent as the call ends, so the call began its length before ``start``.
+    local = datetime.fromtimestamp(start - ivr_s - talk_s, tz)
+    query = {
+        "callnumber": caller,
+        "date": local.strftime("%Y-%m-%d"),
+        "time": local.strftime("%H:%M:%S"),
+        "agentnumber": agent if named else "",
+        "ivrduration": _duration(ivr_s, hms=hms),
+        "callduration": _duration(talk_s, hms=hms),
+        "callstatus": _STATUS[kind],
+        "state": rng.choice(CIRCLES),
+        "ibizfonenumber": VIRTUAL_NUMBER,
+        "recordingurl": f"{RECORDINGS}/{local:%Y/%m/%d}/{call_id}.mp3" if talk_s else "",
+        "calllogid": call_id,
+        "department": rng.choice(DEPARTMENTS),
+    }
+    if rng.random() < 0.25:
+        query = {_TABLE_NAMES.get(key, key): value for key, value in query.items()}
+    return Call(kind=kind, call_id=call_id, pushes=[query], expected_types=list(_EXPECTED[kind]))
+
+
+def _duration(total_s: int, *, hms: bool) -> str:
+    if not hms:
+        return str(total_s)
+    minutes, secs = divmod(total_s, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+async def run(
+    *,
+    url: str,
+    calls: int,
+    rate: float,
+    seed: int | None,
+    out: TextIO,
+    retransmit_s: float = 2.0,
+    duplicate_ratio: float = 0.1,
+    concurrency: int = 32,
+    tz: tzinfo = IST,
+    max_tries: int = 5,
+    timeout_s: float = 10.0,
+    report: Report | None = None,
+    token: str | None = None,
+    token_param: str = "token",
+) -> Report:
+    """Play ``calls`` calls against ``url``, one call log ending ``rate`` times per second.
+
+    With ``token``, each request carries it as the query parameter ``token_param`` (the
+    bridge's ``token`` auth). Pass ``report`` to watch progress while it runs.
+    """
+    check(url=url, rate=rate, concurrency=concurrency, max_tries=max_tries)
+    rng = random.Random(seed)
+    start = time.time()
+    plans = [scenario(n, rng, start=start + n / rate, tz=tz) for n in range(calls)]
+
+    async def send(session: aiohttp.ClientSession, push: dict[str, Any]) -> int | None:
+        params = {**push, token_param: token} if token else push
+        async with session.get(url, params=params) as response:
+            await response.read()
+            return response.status
+
+    return await play(
+        plans,
+        send,
+        rng=rng,
+        rate=rate,
+        out=out,
+        retransmit_s=retransmit_s,
+        duplicate_ratio=duplicate_ratio,
+        concurrency=concurrency,
+        max_tries=max_tries,
+        timeout_s=timeout_s,
+        report=report if report is not None else Report(),
+    )
