@@ -7,4 +7,6 @@ from typing import Final
 from bridge.vendors import callog, coocenter, coral
 from bridge.vendors.base import Vendor
 
-VENDORS: Final[dict[str, Vendor]] = {vendor.name: vendor for vendor in (coocenter.VENDOR, coral.VENDOR, callog.VENDOR)}
+VENDORS: Final[dict[str, Vendor]] = {
+    vendor.name: vendor for vendor in (coocenter.VENDOR, coral.VENDOR, callog.VENDOR)
+}
