@@ -54,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     coral = vendors.add_parser("coral", help="Coral IRIS IVDX HTTP pushes")
     coral.add_argument("--url", default=f"{DEFAULT_URL}/ingest/coral")
     _sim_common(coral)
+    oncall = vendors.add_parser("oncall", help="OnCall/PortSIP Event URL and CDR pushes")
+    oncall.add_argument("--url", default=f"{DEFAULT_URL}/ingest/oncall")
+    oncall.add_argument("--username", help="HTTP Basic (or, with --digest, Digest) user")
+    oncall.add_argument("--password")
+    oncall.add_argument("--digest", action="store_true", help="authenticate with HTTP Digest")
+    _sim_common(oncall)
     callog = vendors.add_parser("callog", help="cloud IVR call logs (one GET per call)")
     callog.add_argument("--url", default=f"{DEFAULT_URL}/ingest/callog")
     callog.add_argument("--token", help="the shared token, sent as a query parameter")
@@ -144,7 +150,7 @@ def _tail(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from bridge.simulate import callog, coocenter, coral
+    from bridge.simulate import callog, coocenter, coral, oncall
 
     common = {
         "url": args.url,
@@ -157,6 +163,10 @@ def _simulate(args: argparse.Namespace) -> int:
     }
     if args.vendor == "coocenter":
         report = asyncio.run(coocenter.run(webkey=args.webkey, **common))
+    elif args.vendor == "oncall":
+        report = asyncio.run(
+            oncall.run(username=args.username, password=args.password, digest=args.digest, **common)
+        )
     elif args.vendor == "callog":
         report = asyncio.run(callog.run(token=args.token, token_param=args.token_param, **common))
     else:

@@ -18,7 +18,7 @@ import msgspec
 
 from bridge.errors import ConfigError
 
-IMPLEMENTED_VENDORS = ("coocenter", "coral", "callog")
+IMPLEMENTED_VENDORS = ("coocenter", "coral", "oncall", "callog")
 
 _Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 _Positive = Annotated[int, msgspec.Meta(gt=0)]

@@ -210,3 +210,13 @@ async def test_basic_is_accepted_next_to_digest_when_enabled(tmp_path: Path) -> 
             basic = "Basic " + base64.b64encode(f"{USER}:{password}".encode()).decode()
             async with http.post(url, json=PUSH, headers={"Authorization": basic}) as response:
                 assert response.status == status
+
+
+def test_out_of_order_nonce_counts_are_accepted_once_each() -> None:
+    """Concurrent requests on one nonce may arrive out of order: each nc is good once."""
+    auth = DigestAuth(username=USER, password=PASSWORD, realm="r")
+    challenge = auth.challenges()[0]
+    for nc in (2, 1, 3):
+        auth.check(Req(answer(challenge, method="POST", uri="/ingest/oncall", nc=nc)))
+    with pytest.raises(AuthError, match="replayed"):
+        auth.check(Req(answer(challenge, method="POST", uri="/ingest/oncall", nc=1)))

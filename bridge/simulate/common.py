@@ -8,9 +8,10 @@ types a correct bridge makes of them) and a :data:`Send` (how one push goes over
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 from urllib.parse import urlsplit
@@ -52,6 +53,12 @@ class Report:
 Send = Callable[[aiohttp.ClientSession, dict[str, Any]], Awaitable[int | None]]
 
 
+def basic_auth(username: str, password: str) -> dict[str, str]:
+    """The Authorization header of HTTP Basic (RFC 7617)."""
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
 def check(*, url: str, rate: float, concurrency: int, max_tries: int) -> None:
     """Refuse anything but a loopback bridge, and nonsense numbers."""
     host = urlsplit(url).hostname or ""
@@ -80,19 +87,21 @@ async def play(
     max_tries: int,
     timeout_s: float,
     report: Report,
-    auth: aiohttp.BasicAuth | None = None,
+    headers: Mapping[str, str] | None = None,
     middlewares: Sequence[aiohttp.ClientMiddlewareType] = (),
 ) -> Report:
     """Play the calls, starting ``rate`` per second, each call's pushes in order.
 
-    ``auth`` (Basic) and ``middlewares`` (e.g. aiohttp's ``DigestAuthMiddleware``) apply to the
-    session every push goes through.
+    ``headers`` (e.g. from :func:`basic_auth`) and ``middlewares`` (e.g. aiohttp's
+    ``DigestAuthMiddleware``) apply to the session every push goes through.
     """
     # Decided up front so a seed fixes which pushes are sent twice.
     resend = [[rng.random() < duplicate_ratio for _ in plan.pushes] for plan in plans]
     report.calls = plans
     timeout = aiohttp.ClientTimeout(total=timeout_s)
-    session = aiohttp.ClientSession(timeout=timeout, auth=auth, middlewares=tuple(middlewares))
+    session = aiohttp.ClientSession(
+        timeout=timeout, headers=headers, middlewares=tuple(middlewares)
+    )
     async with session:
         pbx = _Pbx(session, send, retransmit_s, max_tries, report)
         slots = asyncio.Semaphore(concurrency)

@@ -3,9 +3,9 @@
 Nonces are stateless to issue (a timestamp and random bytes, signed with a per-process key) and
 expire after ``nonce_ttl_s``: an expired but otherwise valid nonce is answered with a fresh
 challenge carrying ``stale=true`` (RFC 7616 3.3), so a client retries without asking the user.
-Replays are refused: each nonce's nonce-count (``nc``) must increase. The per-nonce counters are
-kept in memory and forgotten when the nonce expires, so memory is bounded by the request rate
-times the nonce lifetime.
+Replays are refused: a nonce-count (``nc``) is accepted once per nonce. The counts used are kept
+in memory until the nonce expires, and a nonce is retired (stale) after ``MAX_USES`` requests,
+so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ _HASHES: Final[dict[str, Callable[[bytes], hashlib._Hash]]] = {
 }
 # Preference order of the challenges: clients take the first algorithm they support.
 ALGORITHMS: Final = ("SHA-256", "MD5")
+# Requests one nonce may authenticate before the client is asked (stale=true) to take a new one.
+MAX_USES: Final = 10_000
 
 # key=value or key="quoted value" (with \" escapes), comma separated.
 _PARAM = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))\s*(?:,|$)')
@@ -70,7 +72,9 @@ class DigestAuth:
         self._key = os.urandom(32)
         self._opaque = base64.b64encode(os.urandom(12)).decode()
         self._extra = extra_challenges
-        self._counts: dict[str, tuple[int, float]] = {}  # nonce -> (highest nc, issued at)
+        # nonce -> (issued at, nonce counts already used). A set, not "the highest so far":
+        # a client sending concurrent requests on one nonce may deliver them out of order.
+        self._seen: dict[str, tuple[float, set[int]]] = {}
 
     # -- challenges ----------------------------------------------------------------------
 
@@ -143,10 +147,12 @@ class DigestAuth:
             # The credentials were right: only the nonce is old, so the client may retry at once.
             raise self._refuse("nonce expired", stale=True)
         self._forget_expired(now)
-        last, _ = self._counts.get(params["nonce"], (0, issued))
-        if count <= last:
+        _, used = self._seen.setdefault(params["nonce"], (issued, set()))
+        if count in used:
             raise self._refuse("replayed nonce count")
-        self._counts[params["nonce"]] = (count, issued)
+        if len(used) >= MAX_USES:
+            raise self._refuse("nonce used up", stale=True)  # bounds memory per nonce
+        used.add(count)
 
     def _response(self, params: dict[str, str], algorithm: str, method: str) -> str:
         h = _HASHES[algorithm]
@@ -159,8 +165,8 @@ class DigestAuth:
         return digest(ha1, params["nonce"], params["nc"], params["cnonce"], params["qop"], ha2)
 
     def _forget_expired(self, now: float) -> None:
-        if len(self._counts) < 1024:
+        if len(self._seen) < 1024:
             return
-        for nonce, (_, issued) in list(self._counts.items()):
+        for nonce, (issued, _) in list(self._seen.items()):
             if now - issued > self._ttl:
-                del self._counts[nonce]
+                del self._seen[nonce]
