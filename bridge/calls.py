@@ -9,6 +9,7 @@ inbound call ended with no person answering.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, Final
 
 import msgspec
@@ -45,6 +46,7 @@ class CallState:
     answered: bool = False
     direction: str | None = None
     missed: bool = False
+    answered_at: str | None = None  # event time of the first answer (RFC 3339)
 
     @property
     def ended(self) -> bool:
@@ -78,10 +80,11 @@ def advance(prior: CallState | None, event: Event) -> Step:
     if kind == "call.initiated":
         return Step(state, [] if prior is not None else [event])
     if kind in _RANK:
-        if state.ended:
+        if state.ended or _rang_before_answer(state, event):
             return Step(state, [])
-        answered = state.answered or kind == "call.answered"
-        return Step(replace(state, state=max(state.state, _RANK[kind]), answered=answered), [event])
+        if kind == "call.answered" and not state.answered:
+            state = replace(state, answered=True, answered_at=event.time)
+        return Step(replace(state, state=max(state.state, _RANK[kind])), [event])
     if kind == "call.ended":
         if state.ended:
             return Step(state, [])
@@ -101,6 +104,17 @@ def advance(prior: CallState | None, event: Event) -> Step:
         emit.append(event)
         return _maybe_missed(state, event, emit)
     return Step(state, [event])
+
+
+def _rang_before_answer(state: CallState, event: Event) -> bool:
+    """A ringing event that happened before the answer but was delivered after it (PortSIP).
+
+    It would move the call back; a ringing that happens after the answer (a transfer target)
+    is news and stays.
+    """
+    if event.type not in ("call.ringing", "call.ringing_ended") or state.answered_at is None:
+        return False
+    return datetime.fromisoformat(event.time) < datetime.fromisoformat(state.answered_at)
 
 
 def _end(state: CallState, trigger: Event, emit: list[Event]) -> Step:

@@ -46,14 +46,17 @@ below is validated against it by the tests.
 `data` fields of call events: `call_id`, `direction` (`inbound`, `outbound`, `internal`), `from`,
 `to`, `target`, `agent`, `queue`, `did`, `disposition` (`answered`, `no_answer`, `busy`,
 `failed`, `cancelled`, `abandoned`), `missed_reason`, `hangup_cause`, `timings` (`started_at`,
-`answered_at`, `ended_at`, `ring_s`, `talk_s`, `total_s`, `queue_s`, `hold_s`),
+`answered_at`, `ended_at`, `ring_s`, `talk_s`, `total_s`, `queue_s`, `hold_s`, and `ivr_s`
+where a vendor reports it),
 `recording_url`. A field that is absent is unknown: the bridge never invents values, and
 numbers stay strings as dialled.
 
 Per call, the bridge keeps a forward-only story: `call.initiated` once, `call.ended` exactly
 once (derived from the CDR when the vendor sends no hangup), and `call.missed` derived once for
 an inbound call that ended with no person answering (`data.derived_from` names the event that
-showed it). Late or repeated events that would move a call backwards are not emitted.
+showed it). Late or repeated events that would move a call backwards are not emitted: nothing
+but the CDR after the end, and no ringing that happened before the answer but arrived after it
+(a ringing after the answer, such as a transfer target, is kept).
 """
 
 

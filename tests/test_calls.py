@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+import msgspec
+
 from bridge import calls
-from tests.conftest import call_event
+from bridge.events import Event, rfc3339
+from tests.conftest import T0, call_event
 
 
 def run(*events: object) -> list[str]:
@@ -92,3 +97,29 @@ def test_derived_ids_are_deterministic() -> None:
     b = calls.advance(None, call_event("call.completed", direction="inbound", n=2))
     assert a.emit[-1].type == b.emit[-1].type == "call.missed"
     assert a.emit[-1].id == b.emit[-1].id
+
+
+def late(kind: str, n: int, seconds: int) -> Event:
+    """A call event that happened ``seconds`` after T0."""
+    moment = rfc3339(T0 + timedelta(seconds=seconds))
+    return msgspec.structs.replace(call_event(kind, n=n), time=moment)
+
+
+def test_ringing_delivered_after_the_answer_is_dropped() -> None:
+    """A ring that happened before the answer but arrived after it never moves the call back."""
+    assert run(
+        late("call.initiated", 0, 0),
+        late("call.answered", 1, 10),
+        late("call.ringing", 2, 5),
+        late("call.ringing_ended", 3, 6),
+    ) == ["call.initiated", "call.answered"]
+
+
+def test_ringing_after_the_answer_is_kept() -> None:
+    """A ring that happens after the answer (a transfer target) is news and is emitted."""
+    assert run(
+        late("call.initiated", 0, 0),
+        late("call.answered", 1, 10),
+        late("call.transferred", 2, 20),
+        late("call.ringing", 3, 21),
+    ) == ["call.initiated", "call.answered", "call.transferred", "call.ringing"]

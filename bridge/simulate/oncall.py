@@ -108,11 +108,13 @@ def expected_types(pushes: Sequence[dict[str, Any]]) -> list[str]:
 
     A repeated push adds nothing (same ids). ``call.initiated`` only as the call's first event;
     nothing but the CDR after the end; a CDR before any end derives ``call.ended`` first;
-    ``call.missed`` once, for an inbound call that ended with nobody answering.
+    ``call.missed`` once, for an inbound call that ended with nobody answering; a ringing that
+    happened before the answer but is delivered after it is dropped.
     """
     seen: set[str] = set()
     types: list[str] = []
     exists = answered = ended = missed = inbound = False
+    answered_at = 0.0
     for push in pushes:
         text = json.dumps(push, sort_keys=True)
         kind = _TYPES.get(push["event_type"])
@@ -130,8 +132,12 @@ def expected_types(pushes: Sequence[dict[str, Any]]) -> list[str]:
                 types.append("call.missed")
                 missed = True
         elif not ended:
+            ringing = kind in ("call.ringing", "call.ringing_ended")
+            if ringing and answered and float(push["time"]) < answered_at:
+                continue  # rang before the answer, delivered after it: dropped
             types.append(kind)
-            answered = answered or kind == "call.answered"
+            if kind == "call.answered" and not answered:
+                answered, answered_at = True, float(push["time"])
             if kind == "call.ended":
                 ended = True
                 if inbound and not answered:

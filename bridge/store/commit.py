@@ -129,17 +129,21 @@ def _load_calls(
         return {}
     subjects = sorted({subject for _, subject in keys})
     sql = (
-        "SELECT source, subject, state, answered, direction, missed, first_seq, last_seq"
+        "SELECT source, subject, state, answered, direction, missed, answered_at,"
+        " first_seq, last_seq"
         f" FROM calls WHERE subject IN ({','.join('?' * len(subjects))})"
     )
     loaded: dict[tuple[str, str], _Call] = {}
-    for source, subject, state, answered, direction, missed, first, last in conn.execute(
-        sql, subjects
-    ):
+    rows = conn.execute(sql, subjects).fetchall()
+    for source, subject, state, answered, direction, missed, answered_at, first, last in rows:
         if (source, subject) in keys:
             loaded[(source, subject)] = _Call(
                 calls.CallState(
-                    state=state, answered=bool(answered), direction=direction, missed=bool(missed)
+                    state=state,
+                    answered=bool(answered),
+                    direction=direction,
+                    missed=bool(missed),
+                    answered_at=answered_at,
                 ),
                 first,
                 last,
@@ -169,6 +173,7 @@ def _upsert_calls(
             int(call.state.answered),
             call.state.direction,
             int(call.state.missed),
+            call.state.answered_at,
             call.first_seq,
             call.last_seq,
             now,
@@ -179,11 +184,12 @@ def _upsert_calls(
     for chunk in _chunks(rows):
         conn.execute(
             "INSERT INTO calls (source, subject, state, answered, direction, missed,"
-            " first_seq, last_seq, updated_at) VALUES "
-            + _placeholders(len(chunk), 9)
+            " answered_at, first_seq, last_seq, updated_at) VALUES "
+            + _placeholders(len(chunk), 10)
             + " ON CONFLICT (source, subject) DO UPDATE SET state = excluded.state,"
             " answered = excluded.answered, direction = excluded.direction,"
-            " missed = excluded.missed, first_seq = coalesce(first_seq, excluded.first_seq),"
+            " missed = excluded.missed, answered_at = excluded.answered_at,"
+            " first_seq = coalesce(first_seq, excluded.first_seq),"
             " last_seq = coalesce(excluded.last_seq, last_seq), updated_at = excluded.updated_at",
             [value for row in chunk for value in row],
         )

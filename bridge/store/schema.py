@@ -28,6 +28,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         answered    INTEGER NOT NULL,
         direction   TEXT,
         missed      INTEGER NOT NULL,
+        answered_at TEXT,
         first_seq   INTEGER,
         last_seq    INTEGER,
         updated_at  REAL    NOT NULL,
