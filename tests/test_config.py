@@ -107,6 +107,8 @@ def test_flags_override_the_file() -> None:
 def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     """The documented example file loads (its secrets come from the environment)."""
     monkeypatch.setenv("COOCENTER_WEBKEY", "example-webkey")
+    monkeypatch.setenv("ONCALL_PASSWORD", "example-password")
+    monkeypatch.setenv("CALLOG_TOKEN", "example-token-123")
     assert config.load(EXAMPLE).sources
 
 
