@@ -220,3 +220,17 @@ def test_out_of_order_nonce_counts_are_accepted_once_each() -> None:
         auth.check(Req(answer(challenge, method="POST", uri="/ingest/oncall", nc=nc)))
     with pytest.raises(AuthError, match="replayed"):
         auth.check(Req(answer(challenge, method="POST", uri="/ingest/oncall", nc=1)))
+
+
+async def test_stale_nonce_gets_401_with_stale_true(tmp_path: Path) -> None:
+    """Over HTTP: right credentials on an expired nonce are answered 401 with stale=true."""
+    config = daemon_config(tmp_path, sources=digest_source(nonce_ttl_s=1e-9))  # expired at once
+    async with Daemon(config) as daemon, aiohttp.ClientSession() as http:
+        url = base_url(daemon) + "/ingest/coocenter"
+        async with http.post(url, json=PUSH) as response:
+            challenge = response.headers["WWW-Authenticate"]
+        header = answer(challenge, method="POST", uri="/ingest/coocenter")
+        async with http.post(url, json=PUSH, headers={"Authorization": header}) as response:
+            assert response.status == 401
+            assert all("stale=true" in c for c in response.headers.getall("WWW-Authenticate"))
+        assert daemon.writer.last_seq == 0
