@@ -18,8 +18,10 @@ from bridge.api import admin, routes
 from bridge.api.hub import Hub
 from bridge.config import Config
 from bridge.sources.http import Ingest
+from bridge.sources.stomp import StompSource
 from bridge.store.reader import Reader
 from bridge.store.writer import Writer
+from bridge.vendors.registry import STREAMS
 
 log = structlog.get_logger("bridge")
 
@@ -35,6 +37,7 @@ class Daemon:
         self.writer: Writer
         self.reader: Reader
         self.ingest: Ingest
+        self.realtime: list[StompSource] = []
         self.port = 0
 
     async def __aenter__(self) -> Daemon:
@@ -46,6 +49,12 @@ class Daemon:
             )
             self.reader = Reader(str(self.config.storage.path))
             stack.callback(self.reader.close)
+            for source in self.config.sources:
+                if source.realtime is not None:
+                    realtime = StompSource(
+                        source, self.writer, STREAMS[source.vendor], vendor=source.vendor
+                    )
+                    self.realtime.append(await stack.enter_async_context(realtime))
             runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=10.0)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
@@ -87,16 +96,19 @@ class Daemon:
         return web.json_response({"status": "ok", "version": __version__})
 
     async def _readyz(self, request: web.Request) -> web.Response:
-        ready = self.writer.alive
+        realtime = {source.name: source.snapshot() for source in self.realtime}
+        connected = all(state["connected"] for state in realtime.values())
+        ready = self.writer.alive and connected
         body = {
             "status": "ready" if ready else "not_ready",
             "outbox": {
-                "writable": ready,
+                "writable": self.writer.alive,
                 "last_seq": self.writer.last_seq,
                 "commits": self.writer.commits,
             },
             "subscribers": self.hub.subscribers,
             "sources": [source.name for source in self.config.sources],
+            "realtime": realtime,
         }
         return web.json_response(body, status=200 if ready else 503)
 

@@ -60,6 +60,17 @@ def _parser() -> argparse.ArgumentParser:
     oncall.add_argument("--password")
     oncall.add_argument("--digest", action="store_true", help="authenticate with HTTP Digest")
     _sim_common(oncall)
+    realtime = vendors.add_parser(
+        "coral-realtime", help="a Coral STOMP-over-WebSocket server playing channel states"
+    )
+    realtime.add_argument("--listen", default="127.0.0.1:8989", help="HOST:PORT (loopback)")
+    realtime.add_argument("--calls", type=int, default=20)
+    realtime.add_argument("--rate", type=float, default=5.0, help="messages per second")
+    realtime.add_argument(
+        "--group", default="778", help="operator-console group: /topic/OC_<group>"
+    )
+    realtime.add_argument("--drop-every-s", type=float, help="drop every connection this often")
+    realtime.add_argument("--seed", type=int)
     callog = vendors.add_parser("callog", help="cloud IVR call logs (one GET per call)")
     callog.add_argument("--url", default=f"{DEFAULT_URL}/ingest/callog")
     callog.add_argument("--token", help="the shared token, sent as a query parameter")
@@ -151,6 +162,23 @@ def _tail(args: argparse.Namespace) -> int:
 
 def _simulate(args: argparse.Namespace) -> int:
     from bridge.simulate import callog, coocenter, coral, oncall
+
+    if args.vendor == "coral-realtime":
+        from bridge.simulate import coral_realtime
+
+        host, port = config.split_listen(args.listen, "--listen")
+        asyncio.run(
+            coral_realtime.serve_forever(
+                host=host,
+                port=port,
+                calls=args.calls,
+                rate=args.rate,
+                group=args.group,
+                drop_every_s=args.drop_every_s,
+                seed=args.seed,
+            )
+        )
+        return 0
 
     common = {
         "url": args.url,

@@ -99,6 +99,26 @@ class AuthWebkey(
 Auth = AuthNone | AuthToken | AuthBasic | AuthDigest | AuthWebkey
 
 
+class RealtimeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A STOMP-over-WebSocket subscription (Coral IRIS IVDX realtime)."""
+
+    url: str
+    destinations: tuple[str, ...] = ("/topic/STATE_UPDATE",)
+    host: str = ""  # the CONNECT host header; Coral's own client sends it empty
+    login: str | None = None
+    passcode: str | None = None
+    # STOMP heart-beats (ms): we can send every cx, we want to hear from the server every cy.
+    heartbeat_ms: tuple[Annotated[int, msgspec.Meta(ge=0)], Annotated[int, msgspec.Meta(ge=0)]] = (
+        10_000,
+        10_000,
+    )
+    reconnect_min_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    reconnect_max_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    connect_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    subprotocols: tuple[str, ...] = ("v12.stomp", "v11.stomp", "v10.stomp")
+    max_in_flight: Annotated[int, msgspec.Meta(gt=0)] = 1000
+
+
 class SourceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     name: _Name
     vendor: str
@@ -106,6 +126,7 @@ class SourceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     auth: Auth = AuthNone()
     allow_ips: tuple[str, ...] = ()
     extension_max_digits: Annotated[int, msgspec.Meta(ge=1, le=12)] = 5
+    realtime: RealtimeConfig | None = None
 
     @property
     def tz(self) -> ZoneInfo:
@@ -254,6 +275,8 @@ def _check(config: Config) -> None:
             raise ConfigError(
                 f"{path}.timezone", f"unknown time zone {source.timezone!r}"
             ) from None
+        if source.realtime is not None:
+            _check_realtime(source.realtime, f"{path}.realtime", source.vendor)
         for net_index, net in enumerate(source.allow_ips):
             try:
                 ipaddress.ip_network(net, strict=False)
@@ -270,6 +293,21 @@ def _check(config: Config) -> None:
                 f"{path}.auth",
                 "a source with auth type 'none' on a non-loopback listener needs allow_ips",
             )
+
+
+REALTIME_VENDORS = ("coral",)
+
+
+def _check_realtime(realtime: RealtimeConfig, path: str, vendor: str) -> None:
+    if vendor not in REALTIME_VENDORS:
+        raise ConfigError(path, f"vendor {vendor!r} has no realtime stream")
+    scheme, sep, _ = realtime.url.partition("://")
+    if not sep or scheme not in ("ws", "wss"):
+        raise ConfigError(f"{path}.url", f"expected a ws:// or wss:// URL, got {realtime.url!r}")
+    if not realtime.destinations:
+        raise ConfigError(f"{path}.destinations", "subscribe to at least one destination")
+    if realtime.reconnect_max_s < realtime.reconnect_min_s:
+        raise ConfigError(f"{path}.reconnect_max_s", "must not be less than reconnect_min_s")
 
 
 def load(path: str | Path | None) -> Config:

@@ -57,6 +57,24 @@ class BridgeCollector(Collector):
         yield GaugeMetricFamily(
             "pbx_bridge_subscribers", "Live SSE/WebSocket subscribers", hub.subscribers
         )
+        connected = GaugeMetricFamily(
+            "pbx_bridge_realtime_connected",
+            "1 while a realtime source is subscribed",
+            labels=["source"],
+        )
+        messages = CounterMetricFamily(
+            "pbx_bridge_realtime_messages", "Realtime messages received", labels=["source"]
+        )
+        reconnects = CounterMetricFamily(
+            "pbx_bridge_realtime_disconnects", "Realtime stream gaps", labels=["source"]
+        )
+        for realtime in daemon.realtime:
+            connected.add_metric([realtime.name], int(realtime.status.connected))
+            messages.add_metric([realtime.name], realtime.status.messages)
+            reconnects.add_metric([realtime.name], realtime.status.disconnects)
+        yield connected
+        yield messages
+        yield reconnects
         yield CounterMetricFamily(
             "pbx_bridge_subscriber_overflows",
             "Times a slow subscriber was switched to catch-up from the outbox",

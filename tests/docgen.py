@@ -15,7 +15,8 @@ import msgspec
 
 from bridge import calls
 from bridge.events import TYPES, Event
-from bridge.vendors.registry import VENDORS
+from bridge.vendors.base import Normalizer
+from bridge.vendors.registry import STREAMS, VENDORS
 from tests.fixtureutil import context_for, load_fixtures, payload_for
 
 ROOT = Path(__file__).parent.parent
@@ -60,9 +61,17 @@ but the CDR after the end, and no ringing that happened before the answer but ar
 """
 
 
-def story(vendor: str, fixture: dict[str, Any]) -> list[Event]:
+# Fixture folder -> the normaliser its payloads go through: each vendor's pushes, and
+# "<vendor>_realtime" for a vendor's stream messages.
+NORMALIZERS: dict[str, Normalizer] = {
+    **{name: vendor.normalize for name, vendor in VENDORS.items()},
+    **{f"{name}_realtime": normalize for name, normalize in STREAMS.items()},
+}
+
+
+def story(folder: str, fixture: dict[str, Any]) -> list[Event]:
     """The events a fixture's payload commits when it is the first news of its call."""
-    events = VENDORS[vendor].normalize(payload_for(fixture), context_for(fixture))
+    events = NORMALIZERS[folder](payload_for(fixture), context_for(fixture))
     states: dict[str, calls.CallState] = {}
     out: list[Event] = []
     for event in events:
@@ -82,7 +91,7 @@ def _json(event: Event) -> str:
 def render() -> str:
     parts = [HEADER]
     examples: dict[tuple[str, str], tuple[str, Event]] = {}
-    for vendor_dir in sorted(VENDORS):
+    for vendor_dir in sorted(NORMALIZERS):
         parts.append(f"\n## {vendor_dir}: vendor event -> normalised events\n")
         parts.append("| vendor event | case | events (in commit order) |\n|---|---|---|")
         for case, fixture in load_fixtures(vendor_dir):

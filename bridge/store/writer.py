@@ -139,6 +139,14 @@ class Writer:
 
     async def submit(self, events: Sequence[Event]) -> list[Committed]:
         """Commit ``events``; returns those that were new (duplicates are already stored)."""
+        return await self.enqueue(events)
+
+    def enqueue(self, events: Sequence[Event]) -> asyncio.Future[list[Committed]]:
+        """Queue ``events`` now (keeping the caller's order) and return the commit's future.
+
+        For streams that must not wait for each commit before reading on (realtime sources);
+        raises at once when the writer is down or too far behind.
+        """
         if self._closing or not self.alive:
             raise OutboxError("the outbox writer is not running")
         if self._pending_events + len(events) > self._config.max_pending:
@@ -147,7 +155,7 @@ class Writer:
         self._pending.append(request)
         self._pending_events += len(events)
         self._wake.set()
-        return await request.done
+        return request.done
 
     # -- the commit loop -------------------------------------------------------------------
 

@@ -1,0 +1,235 @@
+"""A Coral IRIS IVDX realtime server: STOMP 1.2 over WebSocket, for demos and tests.
+
+It speaks enough STOMP to stand in for the PBX's ``ws://HOST:8989/realtime``: CONNECTED (or an
+ERROR, on demand or for a wrong login), SUBSCRIBE, MESSAGE frames with channel-state JSON to
+every subscriber of a destination, and heart-beats at the negotiated rate. For failure testing
+it can drop every connection, stall its heart-beats, or refuse connects. Loopback only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import itertools
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, TextIO
+
+from websockets import Subprotocol
+from websockets.asyncio.server import Server, ServerConnection, serve
+
+from bridge.errors import ConfigError
+from bridge.sources import stomp_codec as codec
+
+SUBPROTOCOLS = ("v12.stomp", "v11.stomp", "v10.stomp")
+
+
+@dataclass(eq=False)
+class _Client:
+    ws: ServerConnection
+    subscriptions: dict[str, str] = field(default_factory=dict)  # destination -> subscription id
+    beats: asyncio.Task[None] | None = None
+
+
+class RealtimeServer:
+    """The simulated PBX side. ``async with RealtimeServer() as server: server.url``."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        login: str | None = None,
+        passcode: str | None = None,
+        heartbeat_ms: tuple[int, int] = (1000, 1000),
+    ) -> None:
+        if not _loopback(host):
+            raise ConfigError("listen", f"the simulator listens on loopback only, not {host!r}")
+        self._host, self._port = host, port
+        self._login, self._passcode = login, passcode
+        self._heartbeat = heartbeat_ms
+        self._server: Server | None = None
+        self._clients: set[_Client] = set()
+        self._ids = itertools.count(1)
+        self.refuse = 0  # answer this many coming CONNECTs with an ERROR frame
+        self.stalled = False  # stop sending heart-beats (the connection stays open)
+        self.connects = 0
+        self.connect_times: list[float] = []  # monotonic time of every CONNECT (backoff checks)
+        self.subscribed = asyncio.Event()  # set whenever a SUBSCRIBE arrives
+        self.sent = 0
+
+    async def __aenter__(self) -> RealtimeServer:
+        self._server = await serve(
+            self._handle,
+            self._host,
+            self._port,
+            subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS],
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        port = next(iter(self._server.sockets)).getsockname()[1]
+        return f"ws://{self._host}:{port}/realtime"
+
+    @property
+    def subscribers(self) -> int:
+        return sum(1 for client in self._clients if client.subscriptions)
+
+    # -- control -------------------------------------------------------------------------
+
+    def drop_all(self) -> None:
+        """Cut every connection without a closing handshake (a PBX restart, a network drop)."""
+        self.subscribed.clear()
+        for client in list(self._clients):
+            client.ws.transport.abort()
+
+    async def error_all(self, message: str) -> None:
+        """Send an ERROR frame to every client, then close (STOMP 1.2: ERROR ends the session)."""
+        self.subscribed.clear()
+        for client in list(self._clients):
+            await client.ws.send(_text(codec.Frame("ERROR", (("message", message),))))
+            await client.ws.close()
+
+    async def publish(self, destination: str, message: dict[str, Any]) -> int:
+        """Send one MESSAGE to every subscriber of ``destination``; returns how many got it."""
+        body = json.dumps(message).encode()
+        delivered = 0
+        for client in list(self._clients):
+            subscription = client.subscriptions.get(destination)
+            if subscription is None:
+                continue
+            frame = codec.Frame(
+                "MESSAGE",
+                (
+                    ("destination", destination),
+                    ("subscription", subscription),
+                    ("message-id", str(next(self._ids))),
+                    ("content-type", "application/json"),
+                ),
+                body,
+            )
+            with contextlib.suppress(Exception):
+                await client.ws.send(_text(frame))
+                delivered += 1
+        self.sent += delivered
+        return delivered
+
+    # -- one connection ------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        client = _Client(ws)
+        decoder = codec.Decoder()
+        try:
+            async for data in ws:
+                for item in decoder.feed(data):
+                    if isinstance(item, codec.Frame):
+                        await self._frame(client, item)
+        except codec.StompProtocolError as exc:
+            await ws.send(_text(codec.Frame("ERROR", (("message", str(exc)),))))
+        except Exception:  # a dropped client: nothing to do but forget it
+            pass
+        finally:
+            self._clients.discard(client)
+            if client.beats is not None:
+                client.beats.cancel()
+
+    async def _frame(self, client: _Client, frame: codec.Frame) -> None:
+        if frame.command in ("CONNECT", "STOMP"):
+            self.connects += 1
+            self.connect_times.append(time.monotonic())
+            wrong = self._login is not None and (
+                frame.header("login") != self._login or frame.header("passcode") != self._passcode
+            )
+            if self.refuse or wrong:
+                self.refuse = max(0, self.refuse - 1)
+                reason = "access refused" if wrong else "server unavailable"
+                await client.ws.send(_text(codec.Frame("ERROR", (("message", reason),))))
+                await client.ws.close()
+                return
+            send_ms, _ = codec.negotiate(self._heartbeat, frame.header("heart-beat"))
+            headers = (
+                ("version", "1.2"),
+                ("heart-beat", f"{self._heartbeat[0]},{self._heartbeat[1]}"),
+            )
+            await client.ws.send(_text(codec.Frame("CONNECTED", headers)))
+            self._clients.add(client)
+            client.beats = asyncio.create_task(self._beat(client, send_ms))
+        elif frame.command == "SUBSCRIBE":
+            destination, sub_id = frame.header("destination"), frame.header("id")
+            if destination and sub_id:
+                client.subscriptions[destination] = sub_id
+                self.subscribed.set()
+        elif frame.command == "DISCONNECT":
+            await client.ws.close()
+
+    async def _beat(self, client: _Client, send_ms: int) -> None:
+        if not send_ms:
+            return
+        with contextlib.suppress(Exception):
+            while True:
+                await asyncio.sleep(send_ms / 1000)
+                if not self.stalled:
+                    await client.ws.send(codec.HEARTBEAT_BYTES.decode())
+
+
+def _text(frame: codec.Frame) -> str:
+    return codec.encode(frame).decode()
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def serve_forever(
+    *,
+    host: str,
+    port: int,
+    calls: int,
+    rate: float,
+    group: str,
+    drop_every_s: float | None,
+    seed: int | None,
+    out: TextIO = sys.stdout,
+) -> None:
+    """``pbx-bridge simulate coral-realtime``: play call streams to whoever subscribes."""
+    from bridge.simulate import coral_streams
+
+    rng = random.Random(seed)
+    async with RealtimeServer(host=host, port=port) as server:
+        print(
+            f"listening on {server.url} (topics /topic/OC_{group}, /topic/STATE_UPDATE)", file=out
+        )
+        await server.subscribed.wait()
+        scenarios = coral_streams.scenarios(rng, count=calls, group=group)
+        for played, scenario in enumerate(scenarios, start=1):
+            for destination, message in scenario.messages:
+                await server.publish(destination, message)
+                await asyncio.sleep(1 / rate)
+            print(f"call {played}: {scenario.kind} {len(scenario.messages)} messages", file=out)
+            if drop_every_s and played % max(1, int(drop_every_s * rate)) == 0:
+                print("dropping every connection", file=out)
+                server.drop_all()
+                await server.subscribed.wait()
+        print(f"done: {server.sent} messages delivered", file=out)
