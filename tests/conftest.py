@@ -115,3 +115,8 @@ async def until(predicate: Any, *, timeout_s: float = 10.0, what: str = "conditi
                 return
             await asyncio.sleep(0.005)
     raise AssertionError(f"{what} did not happen")  # pragma: no cover
+
+
+# The session's private RabbitMQ (STOMP interop tests). Imported here only: pytest would start
+# a second broker for a second import.
+from tests.rabbit import rabbit  # noqa: E402, F401
