@@ -17,6 +17,7 @@ from bridge import __version__, metrics, systemd
 from bridge.api import admin, routes
 from bridge.api.hub import Hub
 from bridge.config import Config
+from bridge.sinks.webhook import WebhookSink
 from bridge.sources.http import Ingest
 from bridge.sources.stomp import StompSource
 from bridge.store.reader import Reader
@@ -38,6 +39,7 @@ class Daemon:
         self.reader: Reader
         self.ingest: Ingest
         self.realtime: list[StompSource] = []
+        self.sinks: list[WebhookSink] = []
         self.port = 0
 
     async def __aenter__(self) -> Daemon:
@@ -45,7 +47,11 @@ class Daemon:
         await stack.__aenter__()
         try:
             self.writer = await stack.enter_async_context(
-                Writer(self.config.storage, self.hub.publish)
+                Writer(
+                    self.config.storage,
+                    self.hub.publish,
+                    sinks=tuple(sink.name for sink in self.config.sinks),
+                )
             )
             self.reader = Reader(str(self.config.storage.path))
             stack.callback(self.reader.close)
@@ -55,6 +61,11 @@ class Daemon:
                         source, self.writer, STREAMS[source.vendor], vendor=source.vendor
                     )
                     self.realtime.append(await stack.enter_async_context(realtime))
+            for sink_config in self.config.sinks:
+                sink = WebhookSink(
+                    sink_config, writer=self.writer, reader=self.reader, hub=self.hub
+                )
+                self.sinks.append(await stack.enter_async_context(sink))
             runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=10.0)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
@@ -85,7 +96,7 @@ class Daemon:
         self.ingest = Ingest(self.config, self.writer, self.reader)
         self.ingest.add_routes(app)
         routes.add_routes(app)
-        admin.add_routes(app, self.ingest.quarantine)
+        admin.add_routes(app, self.ingest.quarantine, self.sinks, self.reader)
         app.router.add_get("/metrics", metrics.handler(self))
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)

@@ -175,12 +175,59 @@ class LoggingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     format: Literal["auto", "json", "console"] = "auto"
 
 
+DEFAULT_RETRY_SCHEDULE_S: tuple[float, ...] = (
+    0.0,
+    5.0,
+    300.0,
+    1800.0,
+    7200.0,
+    18000.0,
+    36000.0,
+    36000.0,
+)
+
+
+class WebhookSinkConfig(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag="webhook",
+    tag_field="type",
+):
+    """Signed, retrying HTTP delivery of matching events (Standard Webhooks)."""
+
+    name: _Name
+    url: str
+    # whsec_... secrets; two at once while rotating (receivers accept either signature).
+    secrets: Annotated[tuple[str, ...], msgspec.Meta(min_length=1, max_length=2)]
+    types: tuple[str, ...] = ()  # type patterns (call.*); empty: every type
+    sources: tuple[str, ...] = ()  # source names; empty: every source
+    headers: dict[str, str] = {}
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
+    retry_schedule_s: Annotated[
+        tuple[Annotated[float, msgspec.Meta(ge=0)], ...], msgspec.Meta(min_length=1)
+    ] = DEFAULT_RETRY_SCHEDULE_S
+    # Per-type maximum age (s): an older event is marked expired instead of delivered.
+    expire_s: dict[str, Annotated[float, msgspec.Meta(gt=0)]] = {}
+    max_in_memory: Annotated[int, msgspec.Meta(ge=16)] = 2000
+    # Circuit breaker: this many failures in a row stop delivery for the cool-down, then one
+    # probe decides (the cool-down doubles after each failed probe, up to ten times as long).
+    breaker_threshold: Annotated[int, msgspec.Meta(ge=1)] = 5
+    breaker_cool_down_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+
+
+SinkConfig = WebhookSinkConfig
+
+
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     server: ServerConfig = ServerConfig()
     storage: StorageConfig = StorageConfig()
     api: ApiConfig = ApiConfig()
     logging: LoggingConfig = LoggingConfig()
     sources: tuple[SourceConfig, ...] = ()
+    sinks: tuple[SinkConfig, ...] = ()
 
     def source(self, name: str) -> SourceConfig | None:
         for source in self.sources:
@@ -252,12 +299,29 @@ def from_dict(raw: dict[str, Any]) -> Config:
 
 def _check(config: Config) -> None:
     """Rules that types alone cannot say."""
+    from bridge.sinks.signing import parse_secret  # the one place that knows the format
+
     split_listen(config.server.listen, "server.listen")
     if not is_loopback(config.server.host) and not config.api.tokens:
         raise ConfigError(
             "api.tokens",
             f"listening on non-loopback {config.server.listen} requires at least one API token",
         )
+    sink_names: set[str] = set()
+    for index, sink in enumerate(config.sinks):
+        path = f"sinks[{index}]"
+        if sink.name in sink_names:
+            raise ConfigError(f"{path}.name", f"duplicate sink name {sink.name!r}")
+        sink_names.add(sink.name)
+        if not sink.url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"{path}.url", f"expected an http:// or https:// URL, got {sink.url!r}"
+            )
+        for secret_index, secret in enumerate(sink.secrets):
+            try:
+                parse_secret(secret)
+            except ValueError as exc:
+                raise ConfigError(f"{path}.secrets[{secret_index}]", str(exc)) from None
     seen: set[str] = set()
     for index, source in enumerate(config.sources):
         path = f"sources[{index}]"

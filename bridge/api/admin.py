@@ -1,19 +1,49 @@
-"""Operator endpoints: the quarantine (list, show, reprocess). Same bearer tokens as consumers."""
+"""Operator endpoints: quarantine, sinks and their dead letters. Same bearer tokens as consumers."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from bridge.api.routes import authorized, error, unauthorized
 from bridge.quarantine import Quarantine
+from bridge.sinks.webhook import WebhookSink
+from bridge.store.reader import Reader
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
-def add_routes(app: web.Application, quarantine: Quarantine) -> None:
-    async def entries(request: web.Request) -> web.Response:
+def _guarded(handler: Handler) -> Handler:
+    async def guarded(request: web.Request) -> web.Response:
         if not authorized(request):
             return unauthorized()
+        return await handler(request)
+
+    return guarded
+
+
+async def _selection(request: web.Request) -> list[int] | web.Response | None:
+    """``{"seqs": [...]}`` / ``{"ids": [...]}`` or ``{"all": true}``; None means all."""
+    try:
+        body: Any = await request.json()
+    except ValueError:
+        return error(400, "invalid_body", 'expected JSON: {"ids": [...]} or {"all": true}')
+    if isinstance(body, dict) and body.get("all") is True:
+        return None
+    chosen = body.get("ids", body.get("seqs")) if isinstance(body, dict) else None
+    if isinstance(chosen, list) and chosen and all(type(i) is int for i in chosen):
+        return chosen
+    return error(400, "invalid_body", "give ids (a list of integers) or all: true", field="ids")
+
+
+def add_routes(
+    app: web.Application, quarantine: Quarantine, sinks: list[WebhookSink], reader: Reader
+) -> None:
+    by_name = {sink.name: sink for sink in sinks}
+
+    async def entries(request: web.Request) -> web.Response:
         state = request.query.get("state", "held")
         if state not in ("held", "reprocessed", "all"):
             return error(400, "invalid_query", "state is held, reprocessed or all", field="state")
@@ -21,8 +51,6 @@ def add_routes(app: web.Application, quarantine: Quarantine) -> None:
         return web.json_response({"entries": found})
 
     async def show(request: web.Request) -> web.Response:
-        if not authorized(request):
-            return unauthorized()
         entry_id = request.match_info["id"]
         entry = await quarantine.show(int(entry_id)) if entry_id.isdigit() else None
         if entry is None:
@@ -30,21 +58,67 @@ def add_routes(app: web.Application, quarantine: Quarantine) -> None:
         return web.json_response(entry)
 
     async def reprocess(request: web.Request) -> web.Response:
-        if not authorized(request):
-            return unauthorized()
+        chosen = await _selection(request)
+        if isinstance(chosen, web.Response):
+            return chosen
+        return web.json_response({"results": await quarantine.reprocess(chosen)})
+
+    def sink_of(request: web.Request) -> WebhookSink | web.Response:
+        name = request.match_info["name"]
+        sink = by_name.get(name)
+        return sink if sink is not None else error(404, "not_found", f"no sink named {name!r}")
+
+    async def list_sinks(request: web.Request) -> web.Response:
+        head = await reader.head()
+        return web.json_response({"sinks": [sink.snapshot(head) for sink in sinks]})
+
+    async def dead(request: web.Request) -> web.Response:
+        sink = sink_of(request)
+        if isinstance(sink, web.Response):
+            return sink
+        return web.json_response({"dead": await sink.dead_letters()})
+
+    async def dead_retry(request: web.Request) -> web.Response:
+        sink = sink_of(request)
+        if isinstance(sink, web.Response):
+            return sink
+        chosen = await _selection(request)
+        if isinstance(chosen, web.Response):
+            return chosen
+        return web.json_response({"retried": await sink.retry_dead(chosen)})
+
+    async def dead_purge(request: web.Request) -> web.Response:
+        sink = sink_of(request)
+        if isinstance(sink, web.Response):
+            return sink
+        chosen = await _selection(request)
+        if isinstance(chosen, web.Response):
+            return chosen
+        return web.json_response({"purged": await sink.purge_dead(chosen)})
+
+    async def replay(request: web.Request) -> web.Response:
+        sink = sink_of(request)
+        if isinstance(sink, web.Response):
+            return sink
         try:
             body: Any = await request.json()
         except ValueError:
-            return error(400, "invalid_body", 'expected JSON: {"ids": [...]} or {"all": true}')
-        ids = body.get("ids") if isinstance(body, dict) else None
-        every = isinstance(body, dict) and body.get("all") is True
-        if not every and not (isinstance(ids, list) and ids and all(type(i) is int for i in ids)):
-            return error(
-                400, "invalid_body", "give ids (a list of integers) or all: true", field="ids"
-            )
-        results = await quarantine.reprocess(None if every else ids)
-        return web.json_response({"results": results})
+            body = None
+        from_seq = body.get("from_seq") if isinstance(body, dict) else None
+        if type(from_seq) is not int or from_seq < 1:
+            return error(400, "invalid_body", "from_seq: a seq >= 1", field="from_seq")
+        await sink.replay(from_seq)
+        return web.json_response({"replaying_from": from_seq})
 
-    app.router.add_get("/v1/quarantine", entries)
-    app.router.add_get("/v1/quarantine/{id}", show)
-    app.router.add_post("/v1/quarantine/reprocess", reprocess)
+    routes = (
+        ("GET", "/v1/quarantine", entries),
+        ("GET", "/v1/quarantine/{id}", show),
+        ("POST", "/v1/quarantine/reprocess", reprocess),
+        ("GET", "/v1/sinks", list_sinks),
+        ("GET", "/v1/sinks/{name}/dead", dead),
+        ("POST", "/v1/sinks/{name}/dead/retry", dead_retry),
+        ("POST", "/v1/sinks/{name}/dead/purge", dead_purge),
+        ("POST", "/v1/sinks/{name}/replay", replay),
+    )
+    for method, path, handler in routes:
+        app.router.add_route(method, path, _guarded(handler))

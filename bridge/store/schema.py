@@ -56,6 +56,30 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX quarantine_state ON quarantine (state, id);
     """,
+    # 3: sinks: a durable cursor each, and the events that are not simply delivered in order
+    # (waiting for a retry, held behind their call's waiting event, dead-lettered).
+    """
+    CREATE TABLE sink_cursors (
+        sink            TEXT    PRIMARY KEY,
+        seq             INTEGER NOT NULL,
+        disabled_at     REAL,
+        disabled_reason TEXT
+    ) WITHOUT ROWID;
+    CREATE TABLE deliveries (
+        sink            TEXT    NOT NULL,
+        seq             INTEGER NOT NULL,
+        subject         TEXT    NOT NULL,
+        state           TEXT    NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL,
+        last_status     INTEGER,
+        last_error      TEXT,
+        updated_at      REAL    NOT NULL,
+        PRIMARY KEY (sink, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX deliveries_state ON deliveries (sink, state, seq);
+    CREATE INDEX deliveries_seq ON deliveries (seq);
+    """,
 )
 
 

@@ -51,8 +51,11 @@ class _Request:
 class Writer:
     """Owns the outbox's write connection, its thread and the group-commit task."""
 
-    def __init__(self, config: StorageConfig, publish: Publish) -> None:
+    def __init__(
+        self, config: StorageConfig, publish: Publish, *, sinks: tuple[str, ...] = ()
+    ) -> None:
         self._config = config
+        self._sinks = sinks  # retention waits for every configured sink's cursor
         self._publish = publish
         self._path = str(config.path)
         self._pending: deque[_Request] = deque()
@@ -282,12 +285,25 @@ class Writer:
 
     def _prune_events(self, cutoff: float) -> int:
         assert self._conn is not None
-        # Oldest first by seq: the rows to delete are at the start, so this never scans far.
-        # Never delete the newest row: it holds max(seq), which the next start continues from.
-        cursor = self._conn.execute(
+        conn = self._conn
+        # Never past a sink's cursor (it has not delivered them yet), never an event a delivery
+        # row still refers to (waiting, held, dead-lettered), never the newest row (it holds
+        # max(seq), which the next start continues from). Oldest first: the rows to delete are
+        # at the start, so this never scans far.
+        floor = conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
+        if self._sinks:
+            marks = ",".join("?" * len(self._sinks))
+            rows = dict(
+                conn.execute(
+                    f"SELECT sink, seq FROM sink_cursors WHERE sink IN ({marks})", self._sinks
+                ).fetchall()
+            )
+            floor = min([floor, *(rows.get(sink, 0) + 1 for sink in self._sinks)])
+        cursor = conn.execute(
             "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE received_at < ?"
-            " AND seq < (SELECT max(seq) FROM events) ORDER BY seq LIMIT ?)",
-            (cutoff, PRUNE_BATCH),
+            " AND seq < ? AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = events.seq)"
+            " ORDER BY seq LIMIT ?)",
+            (cutoff, floor, PRUNE_BATCH),
         )
         return cursor.rowcount
 

@@ -1,0 +1,1 @@
+"""Sinks: where committed events are pushed (webhooks, NATS JetStream)."""

@@ -1,0 +1,211 @@
+"""Webhook sinks against real receivers on loopback: at least once, signed, ordered per call."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bridge.app import Daemon
+from tests.conftest import base_url, daemon_config, until
+from tests.receiver import OLD_SECRET, SECRET, Receiver, serve
+
+FAST = [0.0, 0.05, 0.05, 0.05, 0.05]
+
+
+def sink(receiver: Receiver, **extra: Any) -> dict[str, Any]:
+    settings = {
+        "name": "crm",
+        "type": "webhook",
+        "url": receiver.url,
+        "secrets": [SECRET],
+        "retry_schedule_s": FAST,
+        "concurrency": 4,
+        **extra,
+    }
+    return settings
+
+
+def dial(call: str, agent: str, t: float) -> dict[str, Any]:
+    """A CooCenter dialbegin: call.initiated + call.ringing on subject call/<call>."""
+    return {
+        "event": "dialbegin",
+        "timestamp": str(t),
+        "channel": "DAHDI/i1/18782985586-51",
+        "calleridnum": "18782985586",
+        "destcalleridnum": agent,
+        "destuniqueid": f"{call}.{agent}",
+        "uniqueid": call,
+    }
+
+
+def status(n: int) -> dict[str, Any]:
+    return {"event": "extensionstatus", "exten": str(800 + n), "status": "0", "statustext": "Idle"}
+
+
+async def push(daemon: Daemon, *payloads: dict[str, Any]) -> None:
+    async with aiohttp.ClientSession() as http:
+        for payload in payloads:
+            async with http.post(base_url(daemon) + "/ingest/coocenter", json=payload) as r:
+                assert r.status == 200
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with serve(Receiver()) as running:
+        yield running
+
+
+async def start(tmp_path: Path, *sinks: dict[str, Any]) -> Daemon:
+    return Daemon(daemon_config(tmp_path, sinks=list(sinks)))
+
+
+async def test_every_event_arrives_signed_and_in_order(tmp_path: Path, receiver: Receiver) -> None:
+    """All committed events reach the receiver, each signature verifies, seq order per call."""
+    async with await start(tmp_path, sink(receiver)) as daemon:
+        await push(daemon, *(dial(f"c{n}", "801", 1_700_000_000 + n) for n in range(20)))
+        await push(daemon, *(status(n) for n in range(20)))
+        await until(lambda: len({e["id"] for e in receiver.delivered()}) == 60, what="60 events")
+        await until(lambda: daemon.sinks[0].cursor == 60, what="the cursor")
+    assert receiver.bad_signatures == 0
+    by_subject: dict[str, list[int]] = {}
+    for event in receiver.delivered():
+        by_subject.setdefault(event["subject"], []).append(event["seq"])
+    assert all(seqs == sorted(seqs) for seqs in by_subject.values())
+
+
+async def test_a_stuck_call_holds_only_its_own_events(tmp_path: Path) -> None:
+    """While one call's event waits for retries, other calls overtake it; its order holds."""
+
+    def script(event: dict[str, Any], seen: int) -> tuple[int, dict[str, str]]:
+        stuck = event["subject"] == "call/stuck" and event["type"] == "call.initiated"
+        return (503, {}) if stuck and seen < 3 else (200, {})
+
+    async with serve(Receiver(script=script)) as receiver:
+        async with await start(tmp_path, sink(receiver)) as daemon:
+            await push(daemon, dial("stuck", "801", 1_700_000_000))
+            await push(daemon, *(dial(f"other{n}", "802", 1_700_000_001 + n) for n in range(5)))
+            await until(lambda: len({e["id"] for e in receiver.delivered()}) == 12, what="all")
+        order = [(e["subject"], e["type"]) for e in receiver.delivered()]
+        stuck_first = order.index(("call/stuck", "call.initiated"))
+        assert order.index(("call/stuck", "call.ringing")) > stuck_first  # its own order held
+        assert stuck_first > order.index(("call/other4", "call.ringing"))  # others overtook it
+        tries = [a for a in receiver.attempts if a[1]["subject"] == "call/stuck"]
+        assert [status for _, _, status in tries] == [503, 503, 503, 200, 200]
+
+
+async def test_retry_after_is_honoured(tmp_path: Path) -> None:
+    """A 429 with Retry-After: 1 is not retried sooner than a second later."""
+
+    def script(event: dict[str, Any], seen: int) -> tuple[int, dict[str, str]]:
+        return (429, {"Retry-After": "1"}) if seen == 0 else (200, {})
+
+    async with serve(Receiver(script=script)) as receiver:
+        async with await start(tmp_path, sink(receiver)) as daemon:
+            await push(daemon, status(1))
+            await until(lambda: len(receiver.delivered()) == 1, what="the retry")
+        first, second = receiver.tries(receiver.delivered()[0]["id"])
+        assert second - first >= 1.0
+
+
+async def test_gone_disables_the_sink(tmp_path: Path) -> None:
+    """410 Gone stops the sink: no further requests, and /v1/sinks says why."""
+
+    async with serve(Receiver(script=lambda event, seen: (410, {}))) as receiver:
+        async with await start(tmp_path, sink(receiver)) as daemon:
+            await push(daemon, status(1), status(2))
+            await until(lambda: daemon.sinks[0].stats.disabled is not None, what="disabling")
+            await push(daemon, status(3))
+            async with aiohttp.ClientSession() as http:
+                async with http.get(base_url(daemon) + "/v1/sinks") as response:
+                    (shown,) = (await response.json())["sinks"]
+        assert len(receiver.attempts) == 1
+        assert shown["disabled"]
+
+
+async def test_client_errors_are_dead_lettered_and_can_be_redriven(tmp_path: Path) -> None:
+    """A 4xx dead-letters the event (others continue); retrying it later delivers it."""
+    rejecting = {"on": True}
+
+    def script(event: dict[str, Any], seen: int) -> tuple[int, dict[str, str]]:
+        refused = rejecting["on"] and event["data"].get("extension") == "801"
+        return (422, {}) if refused else (200, {})
+
+    async with serve(Receiver(script=script)) as receiver:
+        async with await start(tmp_path, sink(receiver)) as daemon:
+            await push(daemon, status(1), status(2))
+            crm = daemon.sinks[0]
+            await until(lambda: crm.stats.dead == 1 and crm.stats.delivered == 1, what="dead")
+            (letter,) = await crm.dead_letters()
+            assert letter["last_status"] == 422
+            rejecting["on"] = False
+            assert await crm.retry_dead(None) == 1
+            await until(lambda: len(receiver.delivered()) == 2, what="the re-drive")
+            assert await daemon.sinks[0].dead_letters() == []
+
+
+async def test_rotation_signs_with_both_secrets(tmp_path: Path) -> None:
+    """During rotation a receiver that still has the old secret verifies too."""
+    async with serve(Receiver(secret=OLD_SECRET)) as receiver:
+        async with await start(tmp_path, sink(receiver, secrets=[SECRET, OLD_SECRET])) as daemon:
+            await push(daemon, status(1))
+            await until(lambda: len(receiver.delivered()) == 1, what="delivery")
+        assert receiver.bad_signatures == 0
+
+
+async def test_stale_event_types_expire(tmp_path: Path, receiver: Receiver) -> None:
+    """An event older than its type's expiry is marked expired, not delivered."""
+    async with await start(tmp_path, sink(receiver, expire_s={"call.ringing": 60})) as daemon:
+        await push(daemon, dial("old", "801", 1_500_000_000))  # 2017: long expired
+        await until(lambda: daemon.sinks[0].stats.expired == 1, what="expiry")
+        await until(lambda: len(receiver.delivered()) == 1, what="the initiated event")
+    assert [e["type"] for e in receiver.delivered()] == ["call.initiated"]
+
+
+async def test_filters_by_type_and_source(tmp_path: Path, receiver: Receiver) -> None:
+    """Only events matching the sink's types (and sources) are sent; the cursor passes the rest."""
+    async with await start(tmp_path, sink(receiver, types=["extension.*"])) as daemon:
+        await push(daemon, dial("c1", "801", 1_700_000_000), status(1))
+        await until(lambda: daemon.sinks[0].cursor == 3, what="the cursor past everything")
+    assert [e["type"] for e in receiver.delivered()] == ["extension.state"]
+
+
+async def test_restart_resumes_without_resending(tmp_path: Path, receiver: Receiver) -> None:
+    """After a clean restart, delivered events are not sent again; new ones are."""
+    config = daemon_config(tmp_path, sinks=[sink(receiver)])
+    async with Daemon(config) as daemon:
+        await push(daemon, *(status(n) for n in range(10)))
+        await until(lambda: daemon.sinks[0].cursor == 10, what="delivery")
+    async with Daemon(config) as daemon:
+        await push(daemon, status(10))
+        await until(lambda: daemon.sinks[0].cursor == 11, what="delivery")
+    ids = [e["id"] for e in receiver.delivered()]
+    assert len(ids) == len(set(ids)) == 11
+
+
+async def test_waiting_retries_survive_a_restart(tmp_path: Path) -> None:
+    """An event waiting for a retry, and its call's later events, resume after a restart."""
+    failing = {"on": True}
+
+    def script(event: dict[str, Any], seen: int) -> tuple[int, dict[str, str]]:
+        return (500, {}) if failing["on"] and event["subject"] == "call/c1" else (200, {})
+
+    async with serve(Receiver(script=script)) as receiver:
+        config = daemon_config(tmp_path, sinks=[sink(receiver, retry_schedule_s=[0, 0.5, 0.5])])
+        async with Daemon(config) as daemon:
+            await push(daemon, dial("c1", "801", 1_700_000_000), status(1))
+            # Both c1 events recorded (waiting, held) and the other delivered: cursor past all.
+            await until(lambda: daemon.sinks[0].cursor == 3, what="the cursor")
+        failing["on"] = False
+        async with Daemon(config) as daemon:
+            await until(lambda: len(receiver.delivered()) == 3, what="the resumed retries")
+            assert daemon.sinks[0].snapshot(3)["dead"] == 0
+        delivered = [(e["subject"], e["type"]) for e in receiver.delivered()]
+        assert delivered == [
+            ("extension/801", "extension.state"),
+            ("call/c1", "call.initiated"),
+            ("call/c1", "call.ringing"),
+        ]
