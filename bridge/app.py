@@ -16,7 +16,7 @@ from aiohttp import web
 from bridge import __version__, metrics, systemd
 from bridge.api import admin, routes
 from bridge.api.hub import Hub
-from bridge.config import Config
+from bridge.config import Config, WebhookSinkConfig
 from bridge.sinks.webhook import WebhookSink
 from bridge.sources.http import Ingest
 from bridge.sources.stomp import StompSource
@@ -40,6 +40,7 @@ class Daemon:
         self.ingest: Ingest
         self.realtime: list[StompSource] = []
         self.sinks: list[WebhookSink] = []
+        self.nats_sinks: list[Any] = []  # bridge.sinks.nats.NatsSink, imported only when used
         self.port = 0
 
     async def __aenter__(self) -> Daemon:
@@ -62,10 +63,18 @@ class Daemon:
                     )
                     self.realtime.append(await stack.enter_async_context(realtime))
             for sink_config in self.config.sinks:
-                sink = WebhookSink(
-                    sink_config, writer=self.writer, reader=self.reader, hub=self.hub
-                )
-                self.sinks.append(await stack.enter_async_context(sink))
+                if isinstance(sink_config, WebhookSinkConfig):
+                    sink = WebhookSink(
+                        sink_config, writer=self.writer, reader=self.reader, hub=self.hub
+                    )
+                    self.sinks.append(await stack.enter_async_context(sink))
+                else:
+                    from bridge.sinks.nats import NatsSink  # needs the optional nats-py
+
+                    nats = NatsSink(
+                        sink_config, writer=self.writer, reader=self.reader, hub=self.hub
+                    )
+                    self.nats_sinks.append(await stack.enter_async_context(nats))
             runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=10.0)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
@@ -96,7 +105,7 @@ class Daemon:
         self.ingest = Ingest(self.config, self.writer, self.reader)
         self.ingest.add_routes(app)
         routes.add_routes(app)
-        admin.add_routes(app, self.ingest.quarantine, self.sinks, self.reader)
+        admin.add_routes(app, self.ingest.quarantine, self.sinks, self.reader, self.nats_sinks)
         app.router.add_get("/metrics", metrics.handler(self))
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)

@@ -45,6 +45,21 @@ def _parser() -> argparse.ArgumentParser:
     quarantine.add_argument("--url", default=DEFAULT_URL)
     quarantine.add_argument("--token", help="API bearer token")
 
+    sinks = commands.add_parser("sinks", help="the sinks' cursors, lag and health")
+    _api_args(sinks)
+
+    dlq = commands.add_parser("dlq", help="a sink's dead letters")
+    dlq.add_argument("action", choices=("list", "retry", "purge"))
+    dlq.add_argument("seqs", nargs="*", type=int, help="event seqs (retry, purge)")
+    dlq.add_argument("--sink", required=True)
+    dlq.add_argument("--all", action="store_true", help="every dead letter of the sink")
+    _api_args(dlq)
+
+    replay = commands.add_parser("replay", help="send a sink's history again")
+    replay.add_argument("--sink", required=True)
+    replay.add_argument("--from-seq", type=int, required=True)
+    _api_args(replay)
+
     simulate = commands.add_parser("simulate", help="play a vendor PBX against the bridge")
     vendors = simulate.add_subparsers(dest="vendor", required=True)
     coo = vendors.add_parser("coocenter", help="Zycoo CooCenter call lifecycles")
@@ -79,6 +94,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _api_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=DEFAULT_URL, help=f"bridge URL (default {DEFAULT_URL})")
+    parser.add_argument("--token", help="API bearer token")
+
+
 def _sim_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--rate", type=float, default=2.0, help="new calls per second")
@@ -101,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _tail(args)
         if args.command == "simulate":
             return _simulate(args)
+        if args.command in ("sinks", "dlq", "replay"):
+            return _sink_command(args)
         if args.command == "quarantine":
             from bridge import opscli
 
@@ -143,6 +165,27 @@ def _install_uvloop() -> None:
     except ImportError:
         return
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def _sink_command(args: argparse.Namespace) -> int:
+    from bridge import opscli
+
+    if args.command == "sinks":
+        return asyncio.run(opscli.sinks(url=args.url, token=args.token))
+    if args.command == "replay":
+        return asyncio.run(
+            opscli.replay(url=args.url, token=args.token, sink=args.sink, from_seq=args.from_seq)
+        )
+    return asyncio.run(
+        opscli.dlq(
+            url=args.url,
+            token=args.token,
+            sink=args.sink,
+            action=args.action,
+            seqs=args.seqs,
+            every=args.all,
+        )
+    )
 
 
 def _tail(args: argparse.Namespace) -> int:

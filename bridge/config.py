@@ -218,7 +218,36 @@ class WebhookSinkConfig(
     breaker_cool_down_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
 
 
-SinkConfig = WebhookSinkConfig
+class NatsSinkConfig(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag="nats",
+    tag_field="type",
+):
+    """Publish matching events to a NATS JetStream stream (optional extra ``pbx-bridge[nats]``)."""
+
+    name: _Name
+    servers: Annotated[tuple[str, ...], msgspec.Meta(min_length=1)] = ("nats://127.0.0.1:4222",)
+    stream: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]+$")] = "PBX"
+    # Subjects are <prefix>.<vendor>.<type>: plain tokens only, no wildcards.
+    subject_prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")] = (
+        "pbx"
+    )
+    create_stream: bool = True  # create the stream (subjects <prefix>.>) when it is missing
+    types: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 256
+    ack_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    reconnect_min_s: Annotated[float, msgspec.Meta(gt=0)] = 0.5
+    reconnect_max_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+
+
+SinkConfig = WebhookSinkConfig | NatsSinkConfig
 
 
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -313,6 +342,8 @@ def _check(config: Config) -> None:
         if sink.name in sink_names:
             raise ConfigError(f"{path}.name", f"duplicate sink name {sink.name!r}")
         sink_names.add(sink.name)
+        if isinstance(sink, NatsSinkConfig):
+            continue
         if not sink.url.startswith(("http://", "https://")):
             raise ConfigError(
                 f"{path}.url", f"expected an http:// or https:// URL, got {sink.url!r}"

@@ -74,3 +74,70 @@ async def quarantine(
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+async def sinks(*, url: str, token: str | None, out: TextIO = sys.stdout) -> int:
+    """One line per sink: cursor, lag, breaker, dead letters, last error."""
+    try:
+        answer = await call(url, "/v1/sinks", token=token)
+    except (ApiError, aiohttp.ClientError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for sink in answer["sinks"]:
+        state = "disabled: " + sink["disabled"] if sink.get("disabled") else sink.get("breaker", "")
+        print(
+            f"{sink['name']:<16} {sink['type']:<8} cursor={sink['cursor']:<8} lag={sink['lag']:<6} "
+            f"dead={sink.get('dead', 0):<4} {state} {sink.get('last_error') or ''}".rstrip(),
+            file=out,
+        )
+    return 0
+
+
+async def dlq(
+    *,
+    url: str,
+    token: str | None,
+    sink: str,
+    action: str,
+    seqs: list[int],
+    every: bool,
+    out: TextIO = sys.stdout,
+) -> int:
+    """list | retry (SEQS... | --all) | purge (SEQS... | --all) a sink's dead letters."""
+    try:
+        if action == "list":
+            answer = await call(url, f"/v1/sinks/{sink}/dead", token=token)
+            for letter in answer["dead"]:
+                print(
+                    f"{letter['seq']:>8}  {letter['type'] or '?':<20} {letter['subject']:<28} "
+                    f"attempts={letter['attempts']} {letter['last_error'] or ''}",
+                    file=out,
+                )
+            print(f"{len(answer['dead'])} dead letters", file=out)
+            return 0
+        if not seqs and not every:
+            print(f"{action} takes seqs or --all", file=sys.stderr)
+            return 2
+        body = {"all": True} if every else {"seqs": seqs}
+        answer = await call(
+            url, f"/v1/sinks/{sink}/dead/{action}", token=token, method="POST", body=body
+        )
+        print(json.dumps(answer), file=out)
+        return 0
+    except (ApiError, aiohttp.ClientError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+async def replay(
+    *, url: str, token: str | None, sink: str, from_seq: int, out: TextIO = sys.stdout
+) -> int:
+    """Re-send a sink's history from ``from_seq`` (also re-enables a disabled sink)."""
+    try:
+        body = {"from_seq": from_seq}
+        answer = await call(url, f"/v1/sinks/{sink}/replay", token=token, method="POST", body=body)
+    except (ApiError, aiohttp.ClientError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer), file=out)
+    return 0

@@ -3,6 +3,7 @@ with the `standardwebhooks` library (a verifier we did not write)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -34,6 +35,7 @@ class Receiver:
         default_factory=list
     )  # (t, event, status)
     bad_signatures: int = 0
+    delay_s: float = 0.0  # the receiver's own latency (keeps deliveries in flight)
     server: TestServer | None = None
 
     @property
@@ -57,6 +59,8 @@ class Receiver:
             return web.Response(status=400, text="bad signature")
         event = json.loads(body)
         assert request.headers["webhook-id"] == event["id"]
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         seen = sum(1 for _, e, _ in self.attempts if e["id"] == event["id"])
         status, headers = self.script(event, seen)
         self.attempts.append((time.monotonic(), event, status))

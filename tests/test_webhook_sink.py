@@ -112,17 +112,18 @@ async def test_retry_after_is_honoured(tmp_path: Path) -> None:
 
 
 async def test_gone_disables_the_sink(tmp_path: Path) -> None:
-    """410 Gone stops the sink: no further requests, and /v1/sinks says why."""
-
+    """410 Gone stops the sink: its dispatcher ends, nothing more is sent, /v1/sinks says why."""
     async with serve(Receiver(script=lambda event, seen: (410, {}))) as receiver:
-        async with await start(tmp_path, sink(receiver)) as daemon:
+        async with await start(tmp_path, sink(receiver, concurrency=1)) as daemon:
+            crm = daemon.sinks[0]
             await push(daemon, status(1), status(2))
-            await until(lambda: daemon.sinks[0].stats.disabled is not None, what="disabling")
+            await until(lambda: crm.stats.disabled is not None, what="disabling")
+            await until(lambda: crm._task is not None and crm._task.done(), what="the stop")
             await push(daemon, status(3))
             async with aiohttp.ClientSession() as http:
                 async with http.get(base_url(daemon) + "/v1/sinks") as response:
                     (shown,) = (await response.json())["sinks"]
-        assert len(receiver.attempts) == 1
+        assert len(receiver.attempts) == 1  # one at a time: the first answer stopped it
         assert shown["disabled"]
 
 
@@ -209,3 +210,45 @@ async def test_waiting_retries_survive_a_restart(tmp_path: Path) -> None:
             ("call/c1", "call.initiated"),
             ("call/c1", "call.ringing"),
         ]
+
+
+async def test_operator_commands_through_the_api(tmp_path: Path) -> None:
+    """`pbx-bridge sinks`, `dlq list|retry|purge` and `replay` work against the running daemon."""
+    import io
+
+    from bridge import opscli
+
+    rejecting = {"on": True}
+
+    def script(event: dict[str, Any], seen: int) -> tuple[int, dict[str, str]]:
+        return (400, {}) if rejecting["on"] else (200, {})
+
+    async with serve(Receiver(script=script)) as receiver:
+        async with await start(tmp_path, sink(receiver)) as daemon:
+            url, out = base_url(daemon), io.StringIO()
+            await push(daemon, status(1), status(2))
+            await until(lambda: daemon.sinks[0].stats.dead == 2, what="two dead letters")
+            assert await opscli.sinks(url=url, token=None, out=out) == 0
+            assert "crm" in out.getvalue()
+            common = {"url": url, "token": None, "sink": "crm", "out": out}
+            assert await opscli.dlq(action="list", seqs=[], every=False, **common) == 0
+            assert "2 dead letters" in out.getvalue()
+            assert await opscli.dlq(action="purge", seqs=[1], every=False, **common) == 0
+            rejecting["on"] = False
+            assert await opscli.dlq(action="retry", seqs=[], every=True, **common) == 0
+            await until(lambda: len(receiver.delivered()) == 1, what="the re-driven letter")
+            assert receiver.delivered()[0]["seq"] == 2  # seq 1 was purged, not re-driven
+            assert await opscli.replay(from_seq=1, **common) == 0
+            await until(lambda: len(receiver.delivered()) == 3, what="the replayed history")
+
+
+async def test_idle_sink_wakes_after_its_news_buffer_overflowed(tmp_path: Path) -> None:
+    """A burst that overflows the sink's wake-up buffer does not leave it asleep afterwards."""
+    async with serve(Receiver()) as receiver:
+        config = daemon_config(tmp_path, sinks=[sink(receiver)], api={"client_queue": 1})
+        async with Daemon(config) as daemon:
+            # Each dialbegin commits two events at once: more than a 1-event buffer holds.
+            await push(daemon, dial("c1", "801", 1_700_000_000))
+            await until(lambda: len(receiver.delivered()) == 2, what="the burst")
+            await push(daemon, status(99))  # the sink is idle now: this must wake it
+            await until(lambda: len(receiver.delivered()) == 3, what="the next event")

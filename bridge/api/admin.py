@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -38,10 +38,24 @@ async def _selection(request: web.Request) -> list[int] | web.Response | None:
     return error(400, "invalid_body", "give ids (a list of integers) or all: true", field="ids")
 
 
+class Replayable(Protocol):
+    name: str
+
+    def snapshot(self, head: int) -> dict[str, Any]: ...
+
+    async def replay(self, from_seq: int) -> None: ...
+
+
 def add_routes(
-    app: web.Application, quarantine: Quarantine, sinks: list[WebhookSink], reader: Reader
+    app: web.Application,
+    quarantine: Quarantine,
+    sinks: list[WebhookSink],
+    reader: Reader,
+    others: Sequence[Replayable] = (),
 ) -> None:
+    """``sinks`` have dead letters (webhooks); ``others`` (NATS) only show and replay."""
     by_name = {sink.name: sink for sink in sinks}
+    every: dict[str, Replayable] = {**by_name, **{sink.name: sink for sink in others}}
 
     async def entries(request: web.Request) -> web.Response:
         state = request.query.get("state", "held")
@@ -70,7 +84,7 @@ def add_routes(
 
     async def list_sinks(request: web.Request) -> web.Response:
         head = await reader.head()
-        return web.json_response({"sinks": [sink.snapshot(head) for sink in sinks]})
+        return web.json_response({"sinks": [sink.snapshot(head) for sink in every.values()]})
 
     async def dead(request: web.Request) -> web.Response:
         sink = sink_of(request)
@@ -97,9 +111,10 @@ def add_routes(
         return web.json_response({"purged": await sink.purge_dead(chosen)})
 
     async def replay(request: web.Request) -> web.Response:
-        sink = sink_of(request)
-        if isinstance(sink, web.Response):
-            return sink
+        name = request.match_info["name"]
+        sink = every.get(name)
+        if sink is None:
+            return error(404, "not_found", f"no sink named {name!r}")
         try:
             body: Any = await request.json()
         except ValueError:

@@ -31,7 +31,7 @@ import aiohttp
 import msgspec
 import structlog
 
-from bridge.api.hub import Hub
+from bridge.api.hub import Hub, Subscription
 from bridge.config import WebhookSinkConfig
 from bridge.events import type_matches
 from bridge.sinks import policy, signing
@@ -163,6 +163,7 @@ class WebhookSink:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._dirty: list[Callable[[sqlite3.Connection], None]] = []
         self._saved_cursor = -1
+        self._more = True  # there may be unread events in the outbox
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -205,10 +206,14 @@ class WebhookSink:
                 await self._load()
                 with self._hub.subscribe() as news:
                     while self.stats.disabled is None:
-                        await self._fill()
+                        # Reset before reading: a commit after this point wakes the wait below.
+                        news.reset()
+                        if self._more:
+                            await self._fill()
                         self._dispatch()
                         await self._flush()
-                        await self._wait(news)
+                        if await self._wait(news):
+                            self._more = True
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -245,7 +250,9 @@ class WebhookSink:
     async def _fill(self) -> None:
         """Read new events after the read position, while there is room and the receiver is up."""
         # An open breaker means the receiver is down: leave the backlog in the outbox.
-        while self._in_memory < self.config.max_in_memory and self.breaker.state == "closed":
+        while True:
+            if self._in_memory >= self.config.max_in_memory or self.breaker.state != "closed":
+                return  # more to read later (``_more`` stays set)
             page = await self._reader.page(
                 after=self._read_pos,
                 limit=min(PAGE, self.config.max_in_memory - self._in_memory),
@@ -257,6 +264,7 @@ class WebhookSink:
             self._read_pos = max(self._read_pos, page.next_after)
             self._advance()
             if len(page.events) < PAGE:
+                self._more = False  # caught up: the next commit's news sets it again
                 return
 
     def _take(self, event: Committed) -> None:
@@ -298,18 +306,24 @@ class WebhookSink:
         if not task.cancelled() and task.exception() is not None:
             log.error("sink_delivery_crashed", error=repr(task.exception()))
 
-    async def _wait(self, news: Any) -> None:
-        """Until a delivery finishes, new events are committed, or a retry falls due."""
+    async def _wait(self, news: Subscription) -> bool:
+        """Until a delivery finishes, new events are committed, or a retry falls due.
+
+        Returns whether new events were committed (only the wake-up is used: the events
+        themselves are read from the outbox, in order, by ``_fill``).
+        """
         timeout = self._next_due_in()
+        if self._more and self._in_memory < self.config.max_in_memory:
+            timeout = 0.0  # more to read and room for it: go round at once
         self._wake.clear()
-        waiters = [asyncio.ensure_future(self._wake.wait())]
-        if self._in_memory < self.config.max_in_memory:
-            waiters.append(asyncio.ensure_future(news.get()))
+        woken = asyncio.ensure_future(self._wake.wait())
+        committed = asyncio.ensure_future(news.get())
         try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((woken, committed), timeout=timeout, return_when="FIRST_COMPLETED")
         finally:
-            for waiter in waiters:
-                waiter.cancel()
+            woken.cancel()
+            committed.cancel()
+        return committed.done() and not committed.cancelled()
 
     def _next_due_in(self) -> float | None:
         now = self._wall()
