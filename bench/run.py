@@ -1,4 +1,4 @@
-"""``make bench``: durable ingest vs a bare aiohttp server, and ingest-to-SSE latency.
+"""``make bench``: durable ingest vs a bare aiohttp server, ingest-to-SSE latency, realtime.
 
 Every server and load generator is its own process (uvloop where installed), all on 127.0.0.1:
 
@@ -8,6 +8,10 @@ Every server and load generator is its own process (uvloop where installed), all
 3. the ratio of the two;
 4. e2e: a fresh daemon, an SSE subscriber connected first, then pushes sent open-loop at
    ``--rate``; latency is subscriber receipt minus the push's send time (carried in raw).
+5. realtime: a fresh daemon subscribed over STOMP to ``bench.stomp_server``, which publishes
+   ``--realtime-messages`` one-event messages as fast as it can; messages/s from the first
+   publish to all committed, its ratio to ingest's events/s, and the publisher's own ceiling
+   (the same messages into a subscriber that only counts them). See bench/realtime.py.
 
 Prints a table and writes ``bench/results/latest.json``. Figures only, no pass/fail.
 """
@@ -28,13 +32,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import phases
+from bench import phases, realtime
 from bench.procs import REPO
 from bridge import config as bridge_config
 from bridge.errors import ConfigError
 
 RESULTS = REPO / "bench" / "results" / "latest.json"
-PHASES = ("baseline", "ingest", "e2e")
+PHASES = ("baseline", "ingest", "e2e", "realtime")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--rate", type=float, default=1000.0, help="e2e pushes per second")
     parser.add_argument(
+        "--realtime-messages",
+        type=int,
+        default=50_000,
+        help="STOMP messages (one event each) the realtime phase publishes",
+    )
+    parser.add_argument(
         "--synchronous",
         choices=("full", "normal"),
         help="the daemon's storage.synchronous (default: the config's, i.e. full)",
@@ -55,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--phases",
         default=",".join(PHASES),
-        help="comma-separated subset of baseline,ingest,e2e",
+        help=f"comma-separated subset of {','.join(PHASES)}",
     )
     parser.add_argument("--output", type=Path, default=RESULTS)
     return parser
@@ -133,6 +143,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             with ExitStack() as stack:
                 daemon, port = phases.start_daemon(stack, workdir, "e2e", config)
                 out["e2e"] = phases.sse_latency(stack, workdir, daemon, port, paced)
+        if "realtime" in wanted:
+            print(f"realtime: {args.realtime_messages} STOMP messages ...", flush=True)
+            out["realtime"] = realtime.measure(
+                workdir, args.config, args.synchronous, args.realtime_messages
+            )
     return out
 
 
@@ -141,9 +156,12 @@ def summary(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
     base = out.get("baseline", {})
     ingest = out.get("ingest", {})
     e2e = out.get("e2e", {})
-    ratio = None
+    stomp = out.get("realtime", {})
+    ratio = realtime_ratio = None
     if base and ingest and base["events_per_s"]:
         ratio = ingest["events_per_s"] / base["events_per_s"]
+    if stomp and ingest and ingest["events_per_s"]:
+        realtime_ratio = stomp["messages_per_s"] / ingest["events_per_s"]
     return {
         "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "ingest_events_per_s": ingest.get("events_per_s"),
@@ -155,6 +173,8 @@ def summary(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
         "ingest_ratio": ratio,
         "e2e_sse_p50_ms": e2e.get("p50_ms"),
         "e2e_sse_p99_ms": e2e.get("p99_ms"),
+        "realtime_messages_per_s": stomp.get("messages_per_s"),
+        "realtime_ratio": realtime_ratio,
         "machine": {
             "cpu_count": os.cpu_count(),
             "python": platform.python_version(),
@@ -170,7 +190,9 @@ def summary(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
             "connections": args.connections,
             "loadgen_procs": args.loadgen_procs,
             "e2e_rate_per_s": args.rate,
+            "realtime_messages": args.realtime_messages,
             "payload": "coocenter extensionstatus (1 event per push)",
+            "realtime_payload": "coral CHANNEL_PARK of a new leg (1 event per message)",
         },
         "phases": out,
     }
@@ -199,6 +221,7 @@ def table(result: dict[str, Any]) -> str:
             f"{e2e['p99_ms']:>9.2f}{e2e['server_cpu_pct']:>8.0f}%"
             f"   ({e2e['received']}/{e2e['sent']} received, ack p99 {e2e['ack']['p99_ms']:.2f} ms)"
         )
+    rows.extend(_realtime_rows(result))
     errors = {name: phase["errors"] for name, phase in phases_.items() if phase.get("errors")}
     if errors:
         rows.append(f"non-2xx answers (not counted above): {errors}")
@@ -209,6 +232,21 @@ def table(result: dict[str, Any]) -> str:
             f"{ingest['events_per_commit']:.1f} events per commit"
         )
     return "\n".join(rows)
+
+
+def _realtime_rows(result: dict[str, Any]) -> list[str]:
+    phase = result["phases"].get("realtime")
+    if not phase:
+        return []
+    ceiling = phase["publisher_ceiling"]
+    return [
+        f"{'realtime (STOMP)':<22}{phase['messages_per_s']:>10.0f}{'-':>9}{'-':>9}"
+        f"{phase['server_cpu_pct']:>8.0f}%{phase['publisher_cpu_pct']:>8.0f}%"
+        f"   ({phase['events']} events, {phase['events_per_commit']:.1f} per commit)",
+        f"{'ratio realtime/ingest':<22}{_f(result['realtime_ratio'], '>10.2f')}",
+        f"{'publisher alone':<22}{ceiling['messages_per_s']:>10.0f}{'-':>9}{'-':>9}{'-':>9}"
+        f"{ceiling['publisher_cpu_pct']:>8.0f}%   (into a sink that only counts)",
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

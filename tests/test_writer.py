@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -12,7 +13,8 @@ from bridge.api.hub import Hub
 from bridge.config import StorageConfig
 from bridge.errors import OutboxError, OverloadedError
 from bridge.events import decode
-from bridge.store.commit import Committed
+from bridge.store import schema
+from bridge.store.commit import LOAD_CALLS_SQL, Committed
 from bridge.store.writer import Writer
 from tests.conftest import call_event, other_event
 
@@ -164,3 +166,13 @@ async def test_prune_deletes_old_events_but_keeps_the_newest(
     deleted = await writer.prune(now=10**12)
     assert deleted == 4
     assert [r[0] for r in rows(storage)] == [5]
+
+
+def test_call_state_lookup_uses_the_primary_key(tmp_path: Path) -> None:
+    """Loading call state per batch is an index search, not a scan of every call kept."""
+    conn = schema.connect(str(tmp_path / "o.sqlite3"))
+    schema.migrate(conn)
+    sql = LOAD_CALLS_SQL.format(marks="?,?")
+    plan = conn.execute(f"EXPLAIN QUERY PLAN {sql}", ("/x/y", "call/1", "call/2")).fetchall()
+    conn.close()
+    assert "SCAN" not in " ".join(str(row) for row in plan)

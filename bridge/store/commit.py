@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
@@ -22,6 +22,13 @@ from bridge.events import Event, encode
 # Rows per multi-row statement: well under SQLite's 32766 bound variables, and a fixed size so
 # full chunks reuse one prepared statement.
 CHUNK: Final = 64
+
+# Source first: the primary key (source, subject) serves this; by subject alone it is a scan of
+# every call kept, on every commit.
+LOAD_CALLS_SQL: Final = (
+    "SELECT source, subject, state, answered, direction, missed, answered_at, first_seq, last_seq"
+    " FROM calls WHERE source = ? AND subject IN ({marks})"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,14 +134,14 @@ def _load_calls(
 ) -> dict[tuple[str, str], _Call]:
     if not keys:
         return {}
-    subjects = sorted({subject for _, subject in keys})
-    sql = (
-        "SELECT source, subject, state, answered, direction, missed, answered_at,"
-        " first_seq, last_seq"
-        f" FROM calls WHERE subject IN ({','.join('?' * len(subjects))})"
-    )
+    by_source: dict[str, list[str]] = {}
+    for source, subject in sorted(keys):
+        by_source.setdefault(source, []).append(subject)
     loaded: dict[tuple[str, str], _Call] = {}
-    rows = conn.execute(sql, subjects).fetchall()
+    rows: list[tuple[Any, ...]] = []
+    for source, subjects in by_source.items():
+        sql = LOAD_CALLS_SQL.format(marks=",".join("?" * len(subjects)))
+        rows.extend(conn.execute(sql, [source, *subjects]).fetchall())
     for source, subject, state, answered, direction, missed, answered_at, first, last in rows:
         if (source, subject) in keys:
             loaded[(source, subject)] = _Call(
