@@ -212,6 +212,9 @@ class WebhookSinkConfig(
     # Per-type maximum age (s): an older event is marked expired instead of delivered.
     expire_s: dict[str, Annotated[float, msgspec.Meta(gt=0)]] = {}
     max_in_memory: Annotated[int, msgspec.Meta(ge=16)] = 2000
+    # 1: one event per request (its id is the webhook-id). N > 1: a JSON array of up to N
+    # events per request, at most one per call (so per-call order holds).
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 1
     # Circuit breaker: this many failures in a row stop delivery for the cool-down, then one
     # probe decides (the cool-down doubles after each failed probe, up to ten times as long).
     breaker_threshold: Annotated[int, msgspec.Meta(ge=1)] = 5

@@ -36,6 +36,7 @@ class Receiver:
     )  # (t, event, status)
     bad_signatures: int = 0
     delay_s: float = 0.0  # the receiver's own latency (keeps deliveries in flight)
+    batches: list[int] = field(default_factory=list)  # sizes of the batch requests received
     server: TestServer | None = None
 
     @property
@@ -57,13 +58,20 @@ class Receiver:
         except Exception:
             self.bad_signatures += 1
             return web.Response(status=400, text="bad signature")
-        event = json.loads(body)
-        assert request.headers["webhook-id"] == event["id"]
+        decoded = json.loads(body)
+        if isinstance(decoded, list):  # a batch: one webhook-id for the request
+            self.batches.append(len(decoded))
+            events = decoded
+        else:
+            assert request.headers["webhook-id"] == decoded["id"]
+            events = [decoded]
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        seen = sum(1 for _, e, _ in self.attempts if e["id"] == event["id"])
-        status, headers = self.script(event, seen)
-        self.attempts.append((time.monotonic(), event, status))
+        # A batch is answered as its first event's script says.
+        seen = sum(1 for _, e, _ in self.attempts if e["id"] == events[0]["id"])
+        status, headers = self.script(events[0], seen)
+        now = time.monotonic()
+        self.attempts.extend((now, event, status) for event in events)
         return web.Response(status=status, headers=headers, text="ok")
 
 

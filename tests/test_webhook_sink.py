@@ -252,3 +252,17 @@ async def test_idle_sink_wakes_after_its_news_buffer_overflowed(tmp_path: Path) 
             await until(lambda: len(receiver.delivered()) == 2, what="the burst")
             await push(daemon, status(99))  # the sink is idle now: this must wake it
             await until(lambda: len(receiver.delivered()) == 3, what="the next event")
+
+
+async def test_batches_carry_at_most_one_event_per_call(tmp_path: Path) -> None:
+    """batch_size N: JSON arrays of up to N events, signed as one message, order per call kept."""
+    async with serve(Receiver(delay_s=0.01)) as receiver:
+        async with await start(tmp_path, sink(receiver, batch_size=5, concurrency=1)) as daemon:
+            await push(daemon, *(dial(f"c{n}", "801", 1_700_000_000 + n) for n in range(6)))
+            await until(lambda: len(receiver.delivered()) == 12, what="all twelve events")
+        assert receiver.bad_signatures == 0
+        assert receiver.batches
+        assert max(receiver.batches) <= 5
+        for n in range(6):
+            types = [e["type"] for e in receiver.delivered() if e["subject"] == f"call/c{n}"]
+            assert types == ["call.initiated", "call.ringing"]

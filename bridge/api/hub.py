@@ -38,6 +38,11 @@ class Subscription:
             self.high_water = max(self.high_water, len(self._items))
         self._ready.set()
 
+    @property
+    def pending(self) -> bool:
+        """Something was published since the last ``get`` or ``reset``."""
+        return self._ready.is_set() or bool(self._items) or self.overflowed
+
     def reset(self) -> None:
         """Start buffering afresh (before a catch-up read)."""
         self.overflowed = False

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import random
 import sqlite3
 import time
@@ -206,7 +207,11 @@ class WebhookSink:
                 await self._load()
                 with self._hub.subscribe() as news:
                     while self.stats.disabled is None:
-                        # Reset before reading: a commit after this point wakes the wait below.
+                        # Reset before reading: a commit after this point wakes the wait below,
+                        # and one since the last wait (its wake-up may have lost the race with
+                        # a finished delivery) means there is more to read now.
+                        if news.pending:
+                            self._more = True
                         news.reset()
                         if self._more:
                             await self._fill()
@@ -286,19 +291,32 @@ class WebhookSink:
                 self._record(item, "held")  # behind a waiting event: keep it across restarts
 
     def _dispatch(self) -> None:
-        """Start deliveries: the head of each call that is due, up to the concurrency."""
+        """Start deliveries: the due head of each call, up to the concurrency.
+
+        With ``batch_size`` > 1, up to that many heads (each of a different call, so per-call
+        order holds) go out together in one request.
+        """
         now = self._wall()
-        for subject, call in list(self._calls.items()):
+        group: list[tuple[_Call, _Item]] = []
+        for call in list(self._calls.values()):
             if len(self._in_flight) >= self.config.concurrency:
-                return
+                break
             if call.busy or not call.items or call.items[0].due > now:
                 continue
-            if not self.breaker.allow(time.monotonic()):
+            if not group and not self.breaker.allow(time.monotonic()):
                 return  # open (or its one half-open probe is out): wait
             call.busy = True
-            task = asyncio.create_task(self._deliver(subject, call, call.items[0]))
-            self._in_flight.add(task)
-            task.add_done_callback(self._finished)
+            group.append((call, call.items[0]))
+            if len(group) >= self.config.batch_size:
+                self._start(group)
+                group = []
+        if group:
+            self._start(group)
+
+    def _start(self, group: list[tuple[_Call, _Item]]) -> None:
+        task = asyncio.create_task(self._deliver(group))
+        self._in_flight.add(task)
+        task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
@@ -336,20 +354,30 @@ class WebhookSink:
 
     # -- one delivery -------------------------------------------------------------------
 
-    async def _deliver(self, subject: str, call: _Call, item: _Item) -> None:
+    async def _deliver(self, group: list[tuple[_Call, _Item]]) -> None:
         try:
-            limit = _expiry(self.config.expire_s, item.type)
-            if limit is not None and _age_s(item.time, self._wall()) > limit:
-                self.stats.expired += 1
-                self._done(call, item, state="expired", status=None, error="expired")
-                return
             now = self._wall()
-            body = item.body
+            live = []
+            for call, item in group:
+                limit = _expiry(self.config.expire_s, item.type)
+                if limit is not None and _age_s(item.time, now) > limit:
+                    self.stats.expired += 1
+                    self._done(call, item, state="expired", status=None, error="expired")
+                else:
+                    live.append((call, item))
+            if not live:
+                return
+            if self.config.batch_size == 1:
+                ((_, only),) = live
+                body, msg_id = only.body, only.id
+            else:
+                body = b"[" + b",".join(item.body for _, item in live) + b"]"
+                msg_id = _batch_id([item.id for _, item in live])
             headers = {
                 **self.config.headers,
                 "Content-Type": "application/json",
                 **signing.headers(
-                    secrets=self._secrets, msg_id=item.id, timestamp=int(now), body=body
+                    secrets=self._secrets, msg_id=msg_id, timestamp=int(now), body=body
                 ),
             }
             status: int | None = None
@@ -360,20 +388,23 @@ class WebhookSink:
                 status, retry_after = response.status, response.retry_after
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 error = exc
-            item.attempts += 1
+            attempts = max(item.attempts for _, item in live) + 1
             decision = policy.classify(
                 status=status,
                 error=error,
                 retry_after=retry_after,
-                attempt=item.attempts,
+                attempt=attempts,
                 schedule=self.config.retry_schedule_s,
                 rng=self._rng,
                 now=datetime.fromtimestamp(now, UTC),
             )
             self.breaker.record(decision.action is not policy.Action.RETRY, time.monotonic())
-            self._apply(call, item, decision, status, error)
+            for call, item in live:
+                item.attempts = attempts
+                self._apply(call, item, decision, status, error)
         finally:
-            call.busy = False
+            for call, _ in group:
+                call.busy = False
 
     def _apply(
         self,
@@ -572,6 +603,11 @@ class WebhookSink:
             "last_error": self.stats.last_error,
             "disabled": self.stats.disabled,
         }
+
+
+def _batch_id(ids: list[str]) -> str:
+    """A webhook-id for a batch: the same events, the same id (receivers may dedup on it)."""
+    return "batch_" + hashlib.sha256("\n".join(ids).encode()).hexdigest()[:32]
 
 
 def _expiry(limits: Mapping[str, float], kind: str) -> float | None:
