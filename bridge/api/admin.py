@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
@@ -83,8 +84,21 @@ def add_routes(
         return sink if sink is not None else error(404, "not_found", f"no sink named {name!r}")
 
     async def list_sinks(request: web.Request) -> web.Response:
+        def dead_counts(conn: sqlite3.Connection) -> dict[str, int]:
+            rows = conn.execute(
+                "SELECT sink, count(*) FROM deliveries WHERE state = 'dead' GROUP BY sink"
+            )
+            return {name: int(count) for name, count in rows}
+
         head = await reader.head()
-        return web.json_response({"sinks": [sink.snapshot(head) for sink in every.values()]})
+        dead = await reader.run(dead_counts)
+        shown = []
+        for sink in every.values():
+            snapshot = sink.snapshot(head)
+            if sink.name in by_name:
+                snapshot["dead"] = dead.get(sink.name, 0)  # dead letters stored, all time
+            shown.append(snapshot)
+        return web.json_response({"sinks": shown})
 
     async def dead(request: web.Request) -> web.Response:
         sink = sink_of(request)

@@ -595,10 +595,14 @@ class WebhookSink:
             "in_flight": len(self._in_flight),
             "in_memory": self._in_memory,
             "breaker": self.breaker.state,
-            "failing_since": self.breaker.failing_since,
+            "failing_for_s": (
+                None
+                if self.breaker.failing_since is None
+                else round(time.monotonic() - self.breaker.failing_since, 3)
+            ),
             "delivered": self.stats.delivered,
             "retried": self.stats.retried,
-            "dead": self.stats.dead,
+            "dead_lettered": self.stats.dead,  # since start; "dead" (stored) is added by the API
             "expired": self.stats.expired,
             "last_error": self.stats.last_error,
             "disabled": self.stats.disabled,
