@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -212,3 +212,49 @@ def timings(**values: datetime | int | None) -> dict[str, str | int] | None:
         if value is not None
     }
     return known or None
+
+
+def vendor_event(
+    ctx: SourceContext,
+    vendorevent: str,
+    type_: str,
+    time: datetime,
+    subject: str,
+    identity: tuple[object, ...],
+    data: dict[str, Any],
+    raw: Any,
+) -> Event:
+    """An event of this source, with ``raw`` (the payload as received) beside its fields."""
+    return make_event(
+        source_name=ctx.name,
+        vendor=ctx.vendor,
+        vendorevent=vendorevent,
+        type=type_,
+        time=time,
+        subject=subject,
+        identity=identity,
+        data=compact({**data, "raw": raw}),
+    )
+
+
+def required(fields: Mapping[str, Any], key: str) -> str:
+    """A string field that must be there (the error names ``key``)."""
+    value = text(fields, key, required=True)
+    if value is None:  # text() raises first; this narrows the type
+        raise PayloadError(key, "missing")
+    return value
+
+
+# More than this after receipt cannot be when it happened (typo'd samples, wrong PBX clocks).
+BELIEVABLE_AHEAD: Final = timedelta(days=1)
+
+
+def believable(moment: datetime | None, ctx: SourceContext) -> datetime:
+    """The vendor time, or the receipt time when there is none or it cannot be true.
+
+    A PBX with a wrong clock is no reason to refuse its push (it would only retransmit it):
+    the event takes the receipt time and the vendor's value stays in ``raw``.
+    """
+    if moment is None or moment - ctx.received_at > BELIEVABLE_AHEAD:
+        return ctx.received_at
+    return moment

@@ -20,7 +20,15 @@ from urllib.parse import parse_qsl
 
 from bridge.errors import PayloadError, UnsupportedMediaError
 from bridge.events import Event, compact, make_event, rfc3339
-from bridge.vendors.base import Ack, Payload, SourceContext, Vendor, seconds, unmapped
+from bridge.vendors.base import (
+    Ack,
+    Payload,
+    SourceContext,
+    Vendor,
+    believable,
+    seconds,
+    unmapped,
+)
 
 VENDOREVENT: Final = "calllog"
 
@@ -67,9 +75,6 @@ _STATUS_PROBLEM: Final = "expected ANSWER, MISSED or DROPPED"
 
 _DATE: Final = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})(?:[ T](.*))?")
 _TIME: Final = re.compile(r"([0-9]{1,2}):([0-9]{2})(?::([0-9]{2})(?:\.[0-9]+)?)?")
-
-# A vendor time further ahead of the receipt time than this is not believable.
-BELIEVABLE_AHEAD: Final = timedelta(days=1)
 _FORM: Final = "application/x-www-form-urlencoded"
 
 
@@ -160,10 +165,8 @@ def _timings(
         "talk_s": talk_s,
         "total_s": total_s,
     }
-    moment = ended or started
-    if moment is None or moment - ctx.received_at > BELIEVABLE_AHEAD:
-        # No time, or a clock that cannot be right: the receipt time (the log comes at the end).
-        moment = ctx.received_at
+    # No time, or a clock that cannot be right: the receipt time (the log comes at the end).
+    moment = believable(ended or started, ctx)
     return compact(timings) or None, moment
 
 

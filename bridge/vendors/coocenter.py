@@ -11,29 +11,30 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from datetime import datetime, timedelta
 from typing import Any, Final
 
 from bridge.errors import PayloadError
-from bridge.events import Event, compact, make_event
+from bridge.events import Event
 from bridge.vendors.base import (
     Ack,
     Fields,
     Payload,
     SourceContext,
     Vendor,
+    believable,
     epoch,
     local_time,
     parse_json_object,
+    required,
     seconds,
     span_s,
     text,
     timings,
     unmapped,
+    vendor_event,
 )
 
 # A vendor time further ahead of the receipt time than this is not believable (see _believable).
-BELIEVABLE_AHEAD: Final = timedelta(days=1)
 
 
 Handler = Callable[[Fields, dict[str, Any], SourceContext, str], list[Event]]
@@ -43,7 +44,7 @@ def normalize(payload: Payload, ctx: SourceContext) -> list[Event]:
     """One CooCenter push to its events; an unknown ``event`` becomes ``raw.unmapped``."""
     raw = parse_json_object(payload)
     fields = Fields(raw)
-    name = _required(fields, "event").lower()
+    name = required(fields, "event").lower()
     handler = _HANDLERS.get(name)
     if handler is None:
         return [unmapped(payload, ctx, raw, name)]
@@ -51,8 +52,8 @@ def normalize(payload: Payload, ctx: SourceContext) -> list[Event]:
 
 
 def _dialbegin(fields: Fields, raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
-    call_id = _required(fields, "uniqueid")
-    time = _believable(epoch(fields, "timestamp"), ctx)
+    call_id = required(fields, "uniqueid")
+    time = believable(epoch(fields, "timestamp"), ctx)
     ringing = _dial_data(fields, ctx, call_id)
     call_keys = ("call_id", "direction", "from", "to", "channel", "pbx_mac")
     initiated = {key: ringing[key] for key in call_keys}
@@ -61,8 +62,8 @@ def _dialbegin(fields: Fields, raw: dict[str, Any], ctx: SourceContext, name: st
     return [
         # Every dialbegin of a call (one per target rung) makes the same call.initiated id: the
         # outbox keeps the first and drops the rest.
-        _event(ctx, name, "call.initiated", time, subject, (call_id,), initiated, raw),
-        _event(ctx, name, "call.ringing", time, subject, (call_id, *leg), ringing, raw),
+        vendor_event(ctx, name, "call.initiated", time, subject, (call_id,), initiated, raw),
+        vendor_event(ctx, name, "call.ringing", time, subject, (call_id, *leg), ringing, raw),
     ]
 
 
@@ -93,9 +94,9 @@ _DIAL_REASONS: Final = {
 
 
 def _dialend(fields: Fields, raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
-    call_id = _required(fields, "uniqueid")
-    status = _required(fields, "dialstatus").upper()
-    time = _believable(epoch(fields, "timestamp"), ctx)
+    call_id = required(fields, "uniqueid")
+    status = required(fields, "dialstatus").upper()
+    time = believable(epoch(fields, "timestamp"), ctx)
     data = _dial_data(fields, ctx, call_id)
     if status == "ANSWER":
         type_ = "call.answered"
@@ -103,11 +104,11 @@ def _dialend(fields: Fields, raw: dict[str, Any], ctx: SourceContext, name: str)
         type_ = "call.ringing_ended"
         data["reason"] = _DIAL_REASONS.get(status, status.lower())
     identity = (call_id, data["dest_channel"], data["target"], status, text(fields, "timestamp"))
-    return [_event(ctx, name, type_, time, f"call/{call_id}", identity, data, raw)]
+    return [vendor_event(ctx, name, type_, time, f"call/{call_id}", identity, data, raw)]
 
 
 def _hangup(fields: Fields, raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
-    call_id = _required(fields, "uniqueid")
+    call_id = required(fields, "uniqueid")
     # No disposition: whether a person answered is the writer's call state, not this push's.
     # No direction either: the push names a channel's own number and its connected line, which
     # read backwards when the callee's channel is the one that hung up.
@@ -118,7 +119,9 @@ def _hangup(fields: Fields, raw: dict[str, Any], ctx: SourceContext, name: str) 
     }
     # hangup carries no time: the receipt time stands in. One end per call, hence the identity.
     return [
-        _event(ctx, name, "call.ended", ctx.received_at, f"call/{call_id}", (call_id,), data, raw)
+        vendor_event(
+            ctx, name, "call.ended", ctx.received_at, f"call/{call_id}", (call_id,), data, raw
+        )
     ]
 
 
@@ -147,8 +150,8 @@ def _extension_state(status: int) -> tuple[str, list[str] | None]:
 def _extensionstatus(
     fields: Fields, raw: dict[str, Any], ctx: SourceContext, name: str
 ) -> list[Event]:
-    exten = _required(fields, "exten")
-    status = _required(fields, "status")
+    exten = required(fields, "exten")
+    status = required(fields, "status")
     try:
         number = float(status)
     except ValueError:
@@ -172,7 +175,9 @@ def _extensionstatus(
     # repeat of the extension's current state is for the consumer (or the writer) to do.
     identity = (exten, status, text(fields, "statustext"), ctx.received_at.isoformat())
     subject = f"extension/{exten}"
-    return [_event(ctx, name, "extension.state", ctx.received_at, subject, identity, data, raw)]
+    return [
+        vendor_event(ctx, name, "extension.state", ctx.received_at, subject, identity, data, raw)
+    ]
 
 
 # callType of ivr and cc_cdr: the manual shows IN and incoming; both spellings occur.
@@ -184,7 +189,7 @@ _CALL_TYPES: Final = {
 
 
 def _ivr(fields: Fields, raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
-    call_id = _required(fields, "uuid")
+    call_id = required(fields, "uuid")
     started = local_time(fields, "startTime", ctx.tz)
     ended = local_time(fields, "endTime", ctx.tz)
     data = {
@@ -204,13 +209,13 @@ def _ivr(fields: Fields, raw: dict[str, Any], ctx: SourceContext, name: str) -> 
     subject = f"call/{call_id}"
     # A call may pass the same IVR twice: the times tell the traversals apart.
     identity = (call_id, *(text(fields, key) for key in ("ivrId", "startTime", "endTime")))
-    began, time = _believable(started, ctx), _believable(ended or started, ctx)
+    began, time = believable(started, ctx), believable(ended or started, ctx)
     return [
         # The IVR answers before any agent is dialled, and a call the IVR alone handles has no
         # dialbegin at all: this is the first sign of the call and of its direction (which the
         # writer needs to tell a missed call). Same id as dialbegin's call.initiated: one is kept.
-        _event(ctx, name, "call.initiated", began, subject, (call_id,), initiated, raw),
-        _event(ctx, name, "ivr.input", time, subject, identity, data, raw),
+        vendor_event(ctx, name, "call.initiated", began, subject, (call_id,), initiated, raw),
+        vendor_event(ctx, name, "ivr.input", time, subject, identity, data, raw),
     ]
 
 
@@ -226,7 +231,7 @@ _CALLERID_NUMBER: Final = re.compile(r"<([^<>]*)>\s*$")
 
 
 def _cdr(fields: Fields, raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
-    call_id = _required(fields, "uniqueid")
+    call_id = required(fields, "uniqueid")
     started = local_time(fields, "starttime", ctx.tz)
     answered = local_time(fields, "answertime", ctx.tz)
     ended = local_time(fields, "endtime", ctx.tz)
@@ -251,8 +256,8 @@ def _cdr(fields: Fields, raw: dict[str, Any], ctx: SourceContext, name: str) -> 
     }
     keys = ("destination", "starttime", "answertime", "endtime", "disposition")
     identity = ("cdr", call_id, *(text(fields, key) for key in keys))
-    time = _believable(ended, ctx)
-    return [_event(ctx, name, "call.completed", time, f"call/{call_id}", identity, data, raw)]
+    time = believable(ended, ctx)
+    return [vendor_event(ctx, name, "call.completed", time, f"call/{call_id}", identity, data, raw)]
 
 
 def _callerid_number(fields: Fields) -> str | None:
@@ -277,7 +282,7 @@ _MISS_DISPOSITIONS: Final = {
 
 
 def _cc_cdr(fields: Fields, raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
-    call_id = _required(fields, "uuid")
+    call_id = required(fields, "uuid")
     started = local_time(fields, "startTime", ctx.tz)
     ended = local_time(fields, "endTime", ctx.tz)
     direction = _CALL_TYPES.get((text(fields, "callType") or "").lower())
@@ -319,8 +324,8 @@ def _cc_cdr(fields: Fields, raw: dict[str, Any], ctx: SourceContext, name: str) 
     }
     keys = ("agentCode", "startTime", "endTime", "cdrState", "missCause")
     identity = ("cc_cdr", call_id, *(text(fields, key) for key in keys))
-    time = _believable(ended, ctx)
-    return [_event(ctx, name, "call.completed", time, f"call/{call_id}", identity, data, raw)]
+    time = believable(ended, ctx)
+    return [vendor_event(ctx, name, "call.completed", time, f"call/{call_id}", identity, data, raw)]
 
 
 _HANDLERS: Final[dict[str, Handler]] = {
@@ -333,48 +338,6 @@ _HANDLERS: Final[dict[str, Handler]] = {
     "cdr": _cdr,
     "cc_cdr": _cc_cdr,
 }
-
-
-def _event(
-    ctx: SourceContext,
-    vendorevent: str,
-    type_: str,
-    time: datetime,
-    subject: str,
-    identity: tuple[object, ...],
-    data: dict[str, Any],
-    raw: dict[str, Any],
-) -> Event:
-    return make_event(
-        source_name=ctx.name,
-        vendor=ctx.vendor,
-        vendorevent=vendorevent,
-        type=type_,
-        time=time,
-        subject=subject,
-        identity=identity,
-        data=compact({**data, "raw": raw}),
-    )
-
-
-def _required(fields: Fields, key: str) -> str:
-    value = text(fields, key, required=True)
-    if value is None:  # text() raises first; this narrows the type
-        raise PayloadError(key, "missing")
-    return value
-
-
-def _believable(moment: datetime | None, ctx: SourceContext) -> datetime:
-    """The vendor time, or the receipt time when there is none or it cannot be true.
-
-    The manual's own dialend sample has ``"15634993059.785012"`` (a typo: the year 2465), and a
-    PBX with a wrong clock sends such values too. More than a day after receipt cannot be when
-    it happened, so the event takes the receipt time and the vendor value stays in ``raw``.
-    Refusing the push instead would only make the PBX retransmit it forever.
-    """
-    if moment is None or moment - ctx.received_at > BELIEVABLE_AHEAD:
-        return ctx.received_at
-    return moment
 
 
 def _is_trunk_channel(channel: str | None, max_digits: int) -> bool:

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any, Final
 
 from bridge.errors import PayloadError
-from bridge.events import Event, compact, make_event
+from bridge.events import Event
 from bridge.vendors.base import (
     Ack,
     Fields,
@@ -26,11 +25,13 @@ from bridge.vendors.base import (
     Vendor,
     local_time,
     parse_json_object,
+    required,
     seconds,
     span_s,
     text,
     timings,
     unmapped,
+    vendor_event,
 )
 
 INCOMING: Final = "incomingcall"
@@ -125,7 +126,7 @@ def _name_of(data: Any, path: str) -> str:
 def _incomingcall(
     fields: Fields, raw: dict[str, Any], ctx: SourceContext, payload: Payload
 ) -> list[Event]:
-    call_id = _required(fields, "uuid")
+    call_id = required(fields, "uuid")
     extension = text(fields, "extension")
     caller = text(fields, "CallerNum")
     subject = f"call/{call_id}"
@@ -134,11 +135,15 @@ def _incomingcall(
     # The popup has no time: the receipt time stands in. Every popup of a call makes the same
     # call.initiated id (the outbox keeps the first); each extension rung its own call.ringing.
     time = ctx.received_at
-    events = [_event(ctx, INCOMING, "call.initiated", time, subject, (call_id,), initiated, raw)]
+    events = [
+        vendor_event(ctx, INCOMING, "call.initiated", time, subject, (call_id,), initiated, raw)
+    ]
     if extension is not None:  # a popup with no extension says the call exists, not who rings
         ringing = {**initiated, "target": extension}
         identity = (call_id, extension, caller)
-        events.append(_event(ctx, INCOMING, "call.ringing", time, subject, identity, ringing, raw))
+        events.append(
+            vendor_event(ctx, INCOMING, "call.ringing", time, subject, identity, ringing, raw)
+        )
     return events
 
 
@@ -170,8 +175,8 @@ def _extension_states(
 
 
 def _extension_state(fields: Fields, raw: dict[str, Any], ctx: SourceContext, index: int) -> Event:
-    extension = _required(fields, "extension")
-    status = _required(fields, "status")
+    extension = required(fields, "extension")
+    status = required(fields, "status")
     call_id = text(fields, "uuid")
     other_party = text(fields, "secondparty")
     data = {
@@ -187,7 +192,9 @@ def _extension_state(fields: Fields, raw: dict[str, Any], ctx: SourceContext, in
     # ([ringing, idle, ringing] must end ringing).
     identity = (extension, status, call_id, other_party, index, ctx.received_at.isoformat())
     subject = f"extension/{extension}"
-    return _event(ctx, EXTSTATE, "extension.state", ctx.received_at, subject, identity, data, raw)
+    return vendor_event(
+        ctx, EXTSTATE, "extension.state", ctx.received_at, subject, identity, data, raw
+    )
 
 
 # CDR dispositions (FreeSWITCH's Asterisk-style names), compared without spaces/underscores.
@@ -208,7 +215,7 @@ _DIRECTIONS: Final = {
 def _cdrevent(
     fields: Fields, raw: dict[str, Any], ctx: SourceContext, payload: Payload
 ) -> list[Event]:
-    call_id = _required(fields, "uuid")
+    call_id = required(fields, "uuid")
     started = local_time(fields, "start_time", ctx.tz)
     answered = local_time(fields, "answer_time", ctx.tz)
     ended = local_time(fields, "end_time", ctx.tz)
@@ -249,7 +256,7 @@ def _cdrevent(
     keys = ("callerextension", "destination", "start_time", "answer_time", "end_time")
     identity = ("cdr", call_id, *(text(fields, key) for key in (*keys, "disposition")))
     time = ended or ctx.received_at
-    return [_event(ctx, CDR, "call.completed", time, f"call/{call_id}", identity, data, raw)]
+    return [vendor_event(ctx, CDR, "call.completed", time, f"call/{call_id}", identity, data, raw)]
 
 
 _PBX_STATUS: Final = {"0": "up", "1": "down"}
@@ -258,7 +265,7 @@ _PBX_STATUS: Final = {"0": "up", "1": "down"}
 def _pbxhealthstatus(
     fields: Fields, raw: dict[str, Any], ctx: SourceContext, payload: Payload
 ) -> list[Event]:
-    status = _required(fields, "pbxstatus")
+    status = required(fields, "pbxstatus")
     state = _PBX_STATUS.get(status)
     if state is None:  # the document defines 0 and 1 only: keep the push, do not guess
         return [unmapped(payload, ctx, raw, HEALTH)]
@@ -267,7 +274,7 @@ def _pbxhealthstatus(
     # Sent "after every defined time" with identical bodies: an id from the fields alone would
     # drop every "up" after the first down/up cycle. Each receipt is its own event (a level).
     identity = (status, message, ctx.received_at.isoformat())
-    return [_event(ctx, HEALTH, "pbx.health", ctx.received_at, "pbx", identity, data, raw)]
+    return [vendor_event(ctx, HEALTH, "pbx.health", ctx.received_at, "pbx", identity, data, raw)]
 
 
 _HANDLERS: Final[dict[str, Handler]] = {
@@ -275,35 +282,6 @@ _HANDLERS: Final[dict[str, Handler]] = {
     CDR: _cdrevent,
     HEALTH: _pbxhealthstatus,
 }
-
-
-def _event(
-    ctx: SourceContext,
-    vendorevent: str,
-    type_: str,
-    time: datetime,
-    subject: str,
-    identity: tuple[object, ...],
-    data: dict[str, Any],
-    raw: dict[str, Any],
-) -> Event:
-    return make_event(
-        source_name=ctx.name,
-        vendor=ctx.vendor,
-        vendorevent=vendorevent,
-        type=type_,
-        time=time,
-        subject=subject,
-        identity=identity,
-        data=compact({**data, "raw": raw}),
-    )
-
-
-def _required(fields: Fields, key: str) -> str:
-    value = text(fields, key, required=True)
-    if value is None:  # text() raises first; this narrows the type
-        raise PayloadError(key, "missing")
-    return value
 
 
 def _at(prefix: str, field: str) -> str:

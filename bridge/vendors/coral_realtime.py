@@ -39,9 +39,17 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from bridge.errors import PayloadError
-from bridge.events import Event, compact, make_event
-from bridge.vendors.base import Fields, Payload, SourceContext, parse_json_object, text, unmapped
+from bridge.events import Event
+from bridge.vendors.base import (
+    Fields,
+    Payload,
+    SourceContext,
+    parse_json_object,
+    required,
+    text,
+    unmapped,
+    vendor_event,
+)
 
 # FreeSWITCH channel event -> the call.* type it adds to the leg's call.initiated (None: the
 # message is only evidence that the leg exists). Names not listed become raw.unmapped.
@@ -75,8 +83,8 @@ def normalize(payload: Payload, ctx: SourceContext) -> list[Event]:
     """One stream message to its events; a channel state with no mapping becomes raw.unmapped."""
     raw = parse_json_object(payload)
     fields = Fields(raw)
-    uuid = _required(fields, "uuid")
-    state = _required(fields, "state")
+    uuid = required(fields, "uuid")
+    state = required(fields, "state")
     channel_state = state.upper()
     other = text(fields, "talkingToNumber")
     data: dict[str, Any] = {
@@ -118,20 +126,5 @@ def _event(
     data: dict[str, Any],
     raw: dict[str, Any],
 ) -> Event:
-    return make_event(
-        source_name=ctx.name,
-        vendor=ctx.vendor,
-        vendorevent=vendorevent,
-        type=type_,
-        time=ctx.received_at,
-        subject=subject,
-        identity=identity,
-        data=compact({**data, "raw": raw}),
-    )
-
-
-def _required(fields: Fields, key: str) -> str:
-    value = text(fields, key, required=True)
-    if value is None:  # text() raises first; this narrows the type
-        raise PayloadError(key, "missing")
-    return value
+    # The stream carries no times: the event happened when it arrived.
+    return vendor_event(ctx, vendorevent, type_, ctx.received_at, subject, identity, data, raw)

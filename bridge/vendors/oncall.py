@@ -13,27 +13,29 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Final
 from urllib.parse import unquote
 
 from bridge.errors import PayloadError
-from bridge.events import Event, compact, make_event, rfc3339
+from bridge.events import Event, compact, make_event
 from bridge.vendors.base import (
     Ack,
     Payload,
     SourceContext,
     Vendor,
+    believable,
     epoch,
     parse_json_object,
     seconds,
     span_s,
     text,
+    timings,
     unmapped,
+    vendor_event,
 )
 
 # A vendor time further ahead of the receipt time than this is not believable (a wrong clock).
-BELIEVABLE_AHEAD: Final = timedelta(days=1)
 
 Handler = Callable[[dict[str, Any], SourceContext, str], list[Event]]
 
@@ -278,7 +280,7 @@ def _call_cdr(raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]
         "disposition": disposition,
         "hangup_cause": text(raw, "ended_reason") or text(raw, "end_reason"),
         "status_code": str(code) if code is not None else None,
-        "timings": _timings(
+        "timings": timings(
             started_at=started,
             answered_at=answered,
             ended_at=ended,
@@ -289,7 +291,7 @@ def _call_cdr(raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]
         "targets": _targets(raw) or None,
     }
     identity = ("cdr", key, text(raw, "cdr_id"), text(raw, "ended_time"), status)
-    time = _believable(ended, ctx) if ended else _time(raw, ctx)
+    time = believable(ended, ctx) if ended else _time(raw, ctx)
     return [_event(ctx, name, "call.completed", time, key, identity, data, raw)]
 
 
@@ -409,27 +411,7 @@ def _instant(raw: dict[str, Any], key: str) -> datetime | None:
 
 
 def _time(raw: dict[str, Any], ctx: SourceContext) -> datetime:
-    return _believable(_instant(raw, "time"), ctx)
-
-
-def _believable(moment: datetime | None, ctx: SourceContext) -> datetime:
-    """The vendor time, or the receipt time when there is none or it is over a day ahead.
-
-    A PBX with a wrong clock is no reason to refuse a push (PortSIP would retry it for a day):
-    the event takes the receipt time and the vendor value stays in ``raw``.
-    """
-    if moment is None or moment - ctx.received_at > BELIEVABLE_AHEAD:
-        return ctx.received_at
-    return moment
-
-
-def _timings(**values: datetime | int | None) -> dict[str, str | int] | None:
-    known = {
-        key: rfc3339(value) if isinstance(value, datetime) else value
-        for key, value in values.items()
-        if value is not None
-    }
-    return known or None
+    return believable(_instant(raw, "time"), ctx)
 
 
 def _event(
@@ -442,16 +424,7 @@ def _event(
     data: dict[str, Any],
     raw: dict[str, Any],
 ) -> Event:
-    return make_event(
-        source_name=ctx.name,
-        vendor=ctx.vendor,
-        vendorevent=vendorevent,
-        type=type_,
-        time=time,
-        subject=f"call/{key}",
-        identity=identity,
-        data=compact({**data, "raw": raw}),
-    )
+    return vendor_event(ctx, vendorevent, type_, time, f"call/{key}", identity, data, raw)
 
 
 VENDOR: Final = Vendor(
