@@ -120,3 +120,15 @@ async def until(predicate: Any, *, timeout_s: float = 10.0, what: str = "conditi
 # The session's private RabbitMQ (STOMP interop tests). Imported here only: pytest would start
 # a second broker for a second import.
 from tests.rabbit import rabbit  # noqa: E402, F401
+
+
+async def until_true(check: Any, *, timeout_s: float = 10.0, what: str = "condition") -> None:
+    """Like :func:`until`, for a check that must itself be awaited (an API or database read)."""
+    import asyncio
+
+    async with asyncio.timeout(timeout_s):
+        for _ in iter(int, 1):
+            if await check():
+                return
+            await asyncio.sleep(0.005)
+    raise AssertionError(f"{what} did not happen")  # pragma: no cover

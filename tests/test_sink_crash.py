@@ -29,7 +29,8 @@ def config_file(tmp_path: Path, url: str) -> Path:
 
 async def test_sigkill_mid_delivery_loses_nothing(tmp_path: Path) -> None:
     """Kill the daemon while it delivers; after a restart every event arrives, few twice."""
-    async with serve(Receiver(delay_s=0.005)) as receiver:
+    # A receiver slow enough (~80 events/s at this concurrency) that the kill lands mid-stream.
+    async with serve(Receiver(delay_s=0.05)) as receiver:
         args = ("--config", str(config_file(tmp_path, receiver.url)))
         daemon = await DaemonProcess(tmp_path / "data", *args).start()
         async with aiohttp.ClientSession() as http:

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from bridge.app import Daemon
-from tests.conftest import base_url, daemon_config, until
+from tests.conftest import base_url, daemon_config, until, until_true
 from tests.receiver import OLD_SECRET, SECRET, Receiver, serve
 
 FAST = [0.0, 0.05, 0.05, 0.05, 0.05]
@@ -139,13 +139,18 @@ async def test_client_errors_are_dead_lettered_and_can_be_redriven(tmp_path: Pat
         async with await start(tmp_path, sink(receiver)) as daemon:
             await push(daemon, status(1), status(2))
             crm = daemon.sinks[0]
-            await until(lambda: crm.stats.dead == 1 and crm.stats.delivered == 1, what="dead")
+
+            async def dead_count(count: int) -> bool:
+                return len(await crm.dead_letters()) == count
+
+            await until_true(lambda: dead_count(1), what="one stored dead letter")
+            await until(lambda: crm.stats.delivered == 1, what="the other event, not held up")
             (letter,) = await crm.dead_letters()
             assert letter["last_status"] == 422
             rejecting["on"] = False
             assert await crm.retry_dead(None) == 1
             await until(lambda: len(receiver.delivered()) == 2, what="the re-drive")
-            assert await daemon.sinks[0].dead_letters() == []
+            await until_true(lambda: dead_count(0), what="the dead letter gone")
 
 
 async def test_rotation_signs_with_both_secrets(tmp_path: Path) -> None:
@@ -227,7 +232,12 @@ async def test_operator_commands_through_the_api(tmp_path: Path) -> None:
         async with await start(tmp_path, sink(receiver)) as daemon:
             url, out = base_url(daemon), io.StringIO()
             await push(daemon, status(1), status(2))
-            await until(lambda: daemon.sinks[0].stats.dead == 2, what="two dead letters")
+            crm = daemon.sinks[0]
+
+            async def stored() -> bool:
+                return len(await crm.dead_letters()) == 2
+
+            await until_true(stored, what="two stored dead letters")
             assert await opscli.sinks(url=url, token=None, out=out) == 0
             assert "dead=2" in out.getvalue()  # the stored dead letters
             common = {"url": url, "token": None, "sink": "crm", "out": out}
