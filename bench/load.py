@@ -62,16 +62,22 @@ async def _connect_all(port: int, count: int) -> list[Connection]:
     return list(await asyncio.gather(*(connect(HOST, port) for _ in range(count))))
 
 
-async def closed_loop(*, port: int, path: str, connections: int, gen: int, window: Window) -> None:
+async def closed_loop(
+    *, port: int, path: str, connections: int, gen: int, window: Window, count: int = 0
+) -> None:
+    """Until the window ends or, with ``count``, after that many requests (a fixed backlog)."""
     conns = await _connect_all(port, connections)
-    counter = iter(range(sys.maxsize))
+    counter = iter(range(count or sys.maxsize))
+    if count:
+        # A fixed backlog is timed from the window's start: none of it goes out before.
+        await asyncio.sleep(max(0.0, (window.start_ns - time.monotonic_ns()) / 1e9))
 
     async def worker(conn: Connection) -> None:
-        while True:
+        for seqno in counter:
             sent = time.monotonic_ns()
             if sent >= window.end_ns:
                 return
-            status = await conn.request(post(path, HOST, port, _body(gen, next(counter), sent)))
+            status = await conn.request(post(path, HOST, port, _body(gen, seqno, sent)))
             window.record(sent, time.monotonic_ns(), status)
 
     try:
@@ -138,6 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rate", type=float, default=1000.0, help="open mode: requests/s")
     parser.add_argument("--start-ns", type=int, required=True, help="window start (monotonic)")
     parser.add_argument("--end-ns", type=int, required=True, help="window end and stop")
+    parser.add_argument("--count", type=int, default=0, help="closed mode: stop after N (0: no)")
     return parser
 
 
@@ -151,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             connections=args.connections,
             gen=args.gen,
             window=window,
+            count=args.count,
         )
     else:
         run = open_loop(

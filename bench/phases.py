@@ -63,9 +63,10 @@ def _readyz(port: int) -> dict[str, Any]:
         return {}
 
 
-def _generators(
-    stack: ExitStack, workdir: Path, tag: str, mode: str, port: int, load: Load
+def generators(
+    stack: ExitStack, workdir: Path, tag: str, mode: str, port: int, load: Load, count: int = 0
 ) -> tuple[list[Child], int, int]:
+    """``load.procs`` generator processes and their window; ``count``: requests each, at most."""
     start = time.monotonic_ns() + LAUNCH_MARGIN_NS + int(load.warmup_s * 1e9)
     end = start + int(load.duration_s * 1e9)
     per_proc = max(1, load.connections // load.procs)
@@ -80,6 +81,7 @@ def _generators(
             f"--rate={load.rate / load.procs}",
             f"--start-ns={start}",
             f"--end-ns={end}",
+            f"--count={count}",
         )
         child = Child(f"load-{tag}-{gen}", argv, workdir / f"load-{tag}-{gen}.out")
         stack.callback(child.stop)
@@ -98,7 +100,7 @@ def closed_loop(
     outbox: bool = False,
 ) -> dict[str, Any]:
     """Throughput and ack latency of ``server`` under ``load.connections`` closed-loop senders."""
-    gens, start, end = _generators(stack, workdir, tag, "closed", port, load)
+    gens, start, end = generators(stack, workdir, tag, "closed", port, load)
     wait_until_ns(start)
     cpu0 = [server.cpu_s(), *(gen.cpu_s() for gen in gens)]
     busy0, total0 = _machine_busy()
@@ -133,7 +135,7 @@ def sse_latency(
     subscriber = Child("sse", python("bench.sse", f"--port={port}"), workdir / "sse.out")
     stack.callback(subscriber.stop)
     subscriber.wait_line(lambda item: item.get("event") == "subscribed")
-    gens, start, end = _generators(stack, workdir, "e2e", "open", port, load)
+    gens, start, end = generators(stack, workdir, "e2e", "open", port, load)
     wait_until_ns(start)
     cpu0 = daemon.cpu_s()
     wait_until_ns(end)

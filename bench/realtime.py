@@ -35,17 +35,18 @@ READY_TIMEOUT_S: Final = 20.0
 
 
 class ReadyPoller:
-    """``GET /readyz`` on one kept-alive connection: a new TCP connection every few ms would
-    cost the daemon (and the 2 CPUs we share with it) more than the request itself."""
+    """``GET /readyz`` (or ``path``) on one kept-alive connection: a new TCP connection every
+    few ms would cost the daemon (and the 2 CPUs we share with it) more than the request."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, path: str = "/readyz") -> None:
         self._port = port
+        self._path = path
         self._conn = http.client.HTTPConnection(HOST, port, timeout=5)
 
     def get(self) -> dict[str, Any]:
         for attempt in (1, 2):
             try:
-                self._conn.request("GET", "/readyz")
+                self._conn.request("GET", self._path)
                 with self._conn.getresponse() as response:
                     # 503 (a stream down) still carries the body we want.
                     body: dict[str, Any] = json.loads(response.read())
@@ -60,7 +61,7 @@ class ReadyPoller:
         deadline = time.monotonic() + timeout_s
         while not match(state := self.get()):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"/readyz never matched in {timeout_s}s: {state}")
+                raise RuntimeError(f"{self._path} never matched in {timeout_s}s: {state}")
             time.sleep(POLL_S)
         return state
 

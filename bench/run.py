@@ -12,6 +12,10 @@ Every server and load generator is its own process (uvloop where installed), all
    ``--realtime-messages`` one-event messages as fast as it can; messages/s from the first
    publish to all committed, its ratio to ingest's events/s, and the publisher's own ceiling
    (the same messages into a subscriber that only counts them). See bench/realtime.py.
+6. delivery: a fresh daemon with one webhook sink to ``bench.receiver``: delivered events/s
+   under the ingest load (per ``--delivery-concurrency``), push-to-receipt latency at
+   ``--rate``, and the drain of a ``--backlog`` ingested while the receiver was down. See
+   bench/delivery.py.
 
 Prints a table and writes ``bench/results/latest.json``. Figures only, no pass/fail.
 """
@@ -32,13 +36,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import phases, realtime
+from bench import delivery, phases, realtime
 from bench.procs import REPO
 from bridge import config as bridge_config
 from bridge.errors import ConfigError
 
 RESULTS = REPO / "bench" / "results" / "latest.json"
-PHASES = ("baseline", "ingest", "e2e", "realtime")
+PHASES = ("baseline", "ingest", "e2e", "realtime", "delivery")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,6 +59,17 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=50_000,
         help="STOMP messages (one event each) the realtime phase publishes",
+    )
+    parser.add_argument(
+        "--delivery-concurrency",
+        default="8,32",
+        help="comma-separated webhook sink concurrencies (the first: latency and backlog runs)",
+    )
+    parser.add_argument(
+        "--delivery-batch", type=int, default=1, help="the webhook sink's batch_size"
+    )
+    parser.add_argument(
+        "--backlog", type=int, default=100_000, help="events the delivery phase drains"
     )
     parser.add_argument(
         "--synchronous",
@@ -148,7 +163,23 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             out["realtime"] = realtime.measure(
                 workdir, args.config, args.synchronous, args.realtime_messages
             )
+        if "delivery" in wanted:
+            print("delivery: webhook sink to a local receiver ...", flush=True)
+            settings = delivery.Settings(
+                closed=closed,
+                paced=paced,
+                concurrencies=_concurrencies(args),
+                batch_size=args.delivery_batch,
+                backlog=args.backlog,
+                base=None if args.config is None else Path(args.config).resolve(),
+                synchronous=args.synchronous,
+            )
+            out["delivery"] = delivery.measure(workdir, settings)
     return out
+
+
+def _concurrencies(args: argparse.Namespace) -> tuple[int, ...]:
+    return tuple(int(value) for value in args.delivery_concurrency.split(","))
 
 
 def summary(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
@@ -157,6 +188,10 @@ def summary(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
     ingest = out.get("ingest", {})
     e2e = out.get("e2e", {})
     stomp = out.get("realtime", {})
+    sink = out.get("delivery", {})
+    steady = sink["steady"][0] if sink else {}
+    paced = sink.get("latency", {})
+    drained = sink.get("backlog", {})
     ratio = realtime_ratio = None
     if base and ingest and base["events_per_s"]:
         ratio = ingest["events_per_s"] / base["events_per_s"]
@@ -175,6 +210,12 @@ def summary(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
         "e2e_sse_p99_ms": e2e.get("p99_ms"),
         "realtime_messages_per_s": stomp.get("messages_per_s"),
         "realtime_ratio": realtime_ratio,
+        "delivery_events_per_s": steady.get("delivered_per_s"),
+        "delivery_p50_ms": paced.get("p50_ms"),
+        "delivery_p99_ms": paced.get("p99_ms"),
+        "backlog_drain_events_per_s": drained.get("drain_events_per_s"),
+        "backlog_drain_s": drained.get("drain_s"),
+        "backlog_duplicates": drained.get("duplicates"),
         "machine": {
             "cpu_count": os.cpu_count(),
             "python": platform.python_version(),
@@ -191,6 +232,9 @@ def summary(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
             "loadgen_procs": args.loadgen_procs,
             "e2e_rate_per_s": args.rate,
             "realtime_messages": args.realtime_messages,
+            "delivery_concurrency": list(_concurrencies(args)),
+            "delivery_batch_size": args.delivery_batch,
+            "backlog": args.backlog,
             "payload": "coocenter extensionstatus (1 event per push)",
             "realtime_payload": "coral CHANNEL_PARK of a new leg (1 event per message)",
         },
@@ -222,6 +266,7 @@ def table(result: dict[str, Any]) -> str:
             f"   ({e2e['received']}/{e2e['sent']} received, ack p99 {e2e['ack']['p99_ms']:.2f} ms)"
         )
     rows.extend(_realtime_rows(result))
+    rows.extend(delivery.table_rows(result["phases"].get("delivery")))
     errors = {name: phase["errors"] for name, phase in phases_.items() if phase.get("errors")}
     if errors:
         rows.append(f"non-2xx answers (not counted above): {errors}")
@@ -257,6 +302,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = {name.strip() for name in args.phases.split(",")} - set(PHASES)
     if unknown:
         parser.error(f"unknown phases {sorted(unknown)}; known: {', '.join(PHASES)}")
+    try:
+        _concurrencies(args)
+    except ValueError:
+        parser.error(f"--delivery-concurrency: integers, not {args.delivery_concurrency!r}")
+    if args.backlog < 1:
+        parser.error("--backlog: at least 1 event")
     _stop_on_sigterm()
     try:
         out = measure(args)

@@ -276,3 +276,24 @@ async def test_batches_carry_at_most_one_event_per_call(tmp_path: Path) -> None:
         for n in range(6):
             types = [e["type"] for e in receiver.delivered() if e["subject"] == f"call/c{n}"]
             assert types == ["call.initiated", "call.ringing"]
+
+
+async def test_backlog_larger_than_memory_drains_without_new_traffic(tmp_path: Path) -> None:
+    """After an outage, a backlog beyond max_in_memory is delivered in full with no new commits."""
+    down = {"on": True}
+
+    def script(event: dict[str, Any], seen: int) -> tuple[int, dict[str, str]]:
+        return (503, {}) if down["on"] else (200, {})
+
+    async with serve(Receiver(script=script)) as receiver:
+        settings = sink(
+            receiver,
+            max_in_memory=16,
+            retry_schedule_s=[0] + [0.05] * 50,
+            breaker_cool_down_s=0.05,
+        )
+        async with await start(tmp_path, settings) as daemon:
+            await push(daemon, *(status(n) for n in range(40)))
+            await until(lambda: len(receiver.attempts) >= 5, what="failures during the outage")
+            down["on"] = False
+            await until(lambda: len({e["id"] for e in receiver.delivered()}) == 40, what="all 40")

@@ -43,6 +43,7 @@ from bridge.store.writer import Writer
 log = structlog.get_logger("bridge.sinks")
 
 PAGE = 500
+CURSOR_FLUSH_S = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +165,7 @@ class WebhookSink:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._dirty: list[Callable[[sqlite3.Connection], None]] = []
         self._saved_cursor = -1
+        self._flushed_at = 0.0
         self._more = True  # there may be unread events in the outbox
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -191,7 +193,7 @@ class WebhookSink:
             task.cancel()
         await asyncio.gather(*self._in_flight, return_exceptions=True)
         with contextlib.suppress(Exception):
-            await self._flush()
+            await self._flush(force=True)
 
     async def restart(self) -> None:
         """Drop in-memory state and start again from what is stored (after replay, DLQ retry)."""
@@ -258,17 +260,16 @@ class WebhookSink:
         while True:
             if self._in_memory >= self.config.max_in_memory or self.breaker.state != "closed":
                 return  # more to read later (``_more`` stays set)
+            limit = min(PAGE, self.config.max_in_memory - self._in_memory)
             page = await self._reader.page(
-                after=self._read_pos,
-                limit=min(PAGE, self.config.max_in_memory - self._in_memory),
-                types=self.config.types,
+                after=self._read_pos, limit=limit, types=self.config.types
             )
             for event in page.events:
                 self._take(event)
             # Past rows the type filter skipped, too: nothing to deliver there.
             self._read_pos = max(self._read_pos, page.next_after)
             self._advance()
-            if len(page.events) < PAGE:
+            if len(page.events) < limit:  # not the page size: memory may have capped the limit
                 self._more = False  # caught up: the next commit's news sets it again
                 return
 
@@ -330,9 +331,18 @@ class WebhookSink:
         Returns whether new events were committed (only the wake-up is used: the events
         themselves are read from the outbox, in order, by ``_fill``).
         """
-        timeout = self._next_due_in()
-        if self._more and self._in_memory < self.config.max_in_memory:
-            timeout = 0.0  # more to read and room for it: go round at once
+        if self.breaker.state != "closed":
+            # Nothing can be sent or read: sleep until the probe (half-open: until its answer).
+            probe = self.breaker.probe_at
+            timeout = None if probe is None else max(0.0, probe - time.monotonic())
+        else:
+            timeout = self._next_due_in()
+            if self._more and self._in_memory < self.config.max_in_memory:
+                timeout = 0.0  # more to read and room for it: go round at once
+        if self.cursor != self._saved_cursor:
+            # A cursor-only write is held back a little (see _flush): come back to do it.
+            wait = max(0.0, self._flushed_at + CURSOR_FLUSH_S - time.monotonic())
+            timeout = wait if timeout is None else min(timeout, wait)
         self._wake.clear()
         woken = asyncio.ensure_future(self._wake.wait())
         committed = asyncio.ensure_future(news.get())
@@ -344,13 +354,12 @@ class WebhookSink:
         return committed.done() and not committed.cancelled()
 
     def _next_due_in(self) -> float | None:
+        """Seconds until a waiting head falls due; None if there is none to wait for."""
+        if len(self._in_flight) >= self.config.concurrency:
+            return None  # every slot busy: a finished delivery wakes the loop
         now = self._wall()
         dues = [call.items[0].due for call in self._calls.values() if call.items and not call.busy]
-        waits = [max(0.0, due - now) for due in dues]
-        probe = self.breaker.probe_at
-        if probe is not None:
-            waits.append(max(0.0, probe - time.monotonic()))
-        return min(waits, default=None)
+        return max(0.0, min(dues) - now) if dues else None
 
     # -- one delivery -------------------------------------------------------------------
 
@@ -492,10 +501,18 @@ class WebhookSink:
             settled.discard(order.popleft())
         self.cursor = max(self.cursor, order[0] - 1 if order else self._read_pos)
 
-    async def _flush(self) -> None:
-        """Write what changed (deliveries rows, then the cursor) in one transaction."""
-        if not self._dirty and self.cursor == self._saved_cursor:
-            return
+    async def _flush(self, *, force: bool = False) -> None:
+        """Write what changed (deliveries rows, then the cursor) in one transaction.
+
+        Delivery rows go at once. A cursor that only moved waits up to ``CURSOR_FLUSH_S``, so a
+        busy sink commits a few times a second rather than once per delivery; a crash in that
+        window re-sends at most what was delivered in it.
+        """
+        if not self._dirty:
+            if self.cursor == self._saved_cursor:
+                return
+            if not force and time.monotonic() - self._flushed_at < CURSOR_FLUSH_S:
+                return
         writes, self._dirty = self._dirty, []
         name, cursor = self.name, self.cursor
 
@@ -510,6 +527,7 @@ class WebhookSink:
 
         await self._writer.transact(write)
         self._saved_cursor = cursor
+        self._flushed_at = time.monotonic()
 
     # -- operations -----------------------------------------------------------------------
 
