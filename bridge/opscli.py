@@ -83,6 +83,8 @@ async def sinks(*, url: str, token: str | None, out: TextIO = sys.stdout) -> int
     except (ApiError, aiohttp.ClientError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if not answer["sinks"]:
+        print("no sinks configured", file=out)
     for sink in answer["sinks"]:
         state = "disabled: " + sink["disabled"] if sink.get("disabled") else sink.get("breaker", "")
         print(
