@@ -9,15 +9,14 @@ and now and then an acknowledged one sent again (a lost answer). Loopback bridge
 from __future__ import annotations
 
 import random
-import time
 import uuid
 from datetime import datetime, tzinfo
-from typing import Any, Final, Literal, TextIO
+from typing import Any, Final, Literal, TextIO, Unpack
 from zoneinfo import ZoneInfo
 
 import aiohttp
 
-from bridge.simulate.common import Call, Report, check, play
+from bridge.simulate.common import Call, PlayOptions, Report, simulate
 
 Kind = Literal["answered", "missed", "dropped"]
 KINDS: Final[tuple[Kind, ...]] = ("answered", "missed", "dropped")
@@ -109,25 +108,16 @@ async def run(
     rate: float,
     seed: int | None,
     out: TextIO,
-    retransmit_s: float = 2.0,
-    duplicate_ratio: float = 0.1,
-    concurrency: int = 32,
     tz: tzinfo = IST,
-    max_tries: int = 5,
-    timeout_s: float = 10.0,
-    report: Report | None = None,
     token: str | None = None,
     token_param: str = "token",
+    **options: Unpack[PlayOptions],
 ) -> Report:
     """Play ``calls`` calls against ``url``, one call log ending ``rate`` times per second.
 
     With ``token``, each request carries it as the query parameter ``token_param`` (the
     bridge's ``token`` auth). Pass ``report`` to watch progress while it runs.
     """
-    check(url=url, rate=rate, concurrency=concurrency, max_tries=max_tries)
-    rng = random.Random(seed)
-    start = time.time()
-    plans = [scenario(n, rng, start=start + n / rate, tz=tz) for n in range(calls)]
 
     async def send(session: aiohttp.ClientSession, push: dict[str, Any]) -> int | None:
         params = {**push, token_param: token} if token else push
@@ -135,16 +125,9 @@ async def run(
             await response.read()
             return response.status
 
-    return await play(
-        plans,
-        send,
-        rng=rng,
-        rate=rate,
-        out=out,
-        retransmit_s=retransmit_s,
-        duplicate_ratio=duplicate_ratio,
-        concurrency=concurrency,
-        max_tries=max_tries,
-        timeout_s=timeout_s,
-        report=report if report is not None else Report(),
+    def plan(n: int, rng: random.Random, start: float) -> Call:
+        return scenario(n, rng, start=start, tz=tz)
+
+    return await simulate(
+        plan, send, url=url, calls=calls, rate=rate, seed=seed, out=out, **options
     )

@@ -11,9 +11,10 @@ import asyncio
 import base64
 import ipaddress
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, TextIO, TypedDict, Unpack
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -51,6 +52,57 @@ class Report:
 
 # Sends one push; returns the HTTP status, or None when no answer came (refused, timed out).
 Send = Callable[[aiohttp.ClientSession, dict[str, Any]], Awaitable[int | None]]
+
+# Plans call number n, starting at epoch ``start`` (pure, seeded through the rng).
+Plan = Callable[[int, random.Random, float], Call]
+
+
+class PlayOptions(TypedDict, total=False):
+    """How the PBX delivers: every simulator's ``run()`` takes these."""
+
+    retransmit_s: float  # retransmit an unacknowledged push this often (default 2 s)
+    duplicate_ratio: float  # send this share of acknowledged pushes once more (default 0.1)
+    concurrency: int  # calls in progress at once (default 32)
+    max_tries: int  # give a push up after this many tries (default 5)
+    timeout_s: float  # per request (default 10 s)
+    report: Report | None  # pass one to watch progress while it runs
+
+
+async def simulate(
+    plan: Plan,
+    send: Send,
+    *,
+    url: str,
+    calls: int,
+    rate: float,
+    seed: int | None,
+    out: TextIO,
+    headers: Mapping[str, str] | None = None,
+    middlewares: Sequence[aiohttp.ClientMiddlewareType] = (),
+    **options: Unpack[PlayOptions],
+) -> Report:
+    """Plan ``calls`` calls (``rate`` per second from now) and play them against ``url``."""
+    concurrency = options.get("concurrency", 32)
+    max_tries = options.get("max_tries", 5)
+    check(url=url, rate=rate, concurrency=concurrency, max_tries=max_tries)
+    rng = random.Random(seed)
+    start = time.time()
+    plans = [plan(n, rng, start + n / rate) for n in range(calls)]
+    return await play(
+        plans,
+        send,
+        rng=rng,
+        rate=rate,
+        out=out,
+        retransmit_s=options.get("retransmit_s", 2.0),
+        duplicate_ratio=options.get("duplicate_ratio", 0.1),
+        concurrency=concurrency,
+        max_tries=max_tries,
+        timeout_s=options.get("timeout_s", 10.0),
+        report=options.get("report") or Report(),
+        headers=headers,
+        middlewares=middlewares,
+    )
 
 
 def basic_auth(username: str, password: str) -> dict[str, str]:

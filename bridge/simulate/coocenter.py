@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from datetime import UTC, datetime, tzinfo
-from typing import Any, Final, Literal, TextIO
+from typing import Any, Final, Literal, TextIO, Unpack
 
 import aiohttp
 
-from bridge.simulate.common import Call, Report, check, play
+from bridge.simulate.common import Call, PlayOptions, Report, simulate
 from bridge.sources.auth import webkey_for
 
 Kind = Literal["answered", "missed_queue", "ivr_only", "outbound", "transfer"]
@@ -264,24 +263,15 @@ async def run(
     calls: int,
     rate: float,
     webkey: str | None,
-    retransmit_s: float = 2.0,
-    duplicate_ratio: float = 0.1,
     seed: int | None,
     out: TextIO,
-    concurrency: int = 32,
     tz: tzinfo = UTC,
-    max_tries: int = 5,
-    timeout_s: float = 10.0,
-    report: Report | None = None,
+    **options: Unpack[PlayOptions],
 ) -> Report:
     """Play ``calls`` calls against ``url``, starting ``rate`` calls per second.
 
     Pass ``report`` to watch progress while it runs (tests kill the bridge mid-run).
     """
-    check(url=url, rate=rate, concurrency=concurrency, max_tries=max_tries)
-    rng = random.Random(seed)
-    start = time.time()
-    plans = [scenario(n, rng, start=start + n / rate, tz=tz) for n in range(calls)]
 
     async def send(session: aiohttp.ClientSession, push: dict[str, Any]) -> int | None:
         headers = {"Content-Type": "application/json"}
@@ -292,16 +282,9 @@ async def run(
             await response.read()
             return response.status
 
-    return await play(
-        plans,
-        send,
-        rng=rng,
-        rate=rate,
-        out=out,
-        retransmit_s=retransmit_s,
-        duplicate_ratio=duplicate_ratio,
-        concurrency=concurrency,
-        max_tries=max_tries,
-        timeout_s=timeout_s,
-        report=report if report is not None else Report(),
+    def plan(n: int, rng: random.Random, start: float) -> Call:
+        return scenario(n, rng, start=start, tz=tz)
+
+    return await simulate(
+        plan, send, url=url, calls=calls, rate=rate, seed=seed, out=out, **options
     )

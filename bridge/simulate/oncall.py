@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from collections.abc import Sequence
-from typing import Any, Final, Literal, TextIO
+from typing import Any, Final, Literal, TextIO, Unpack
 
 import aiohttp
 
 from bridge.errors import ConfigError
-from bridge.simulate.common import Call, Report, basic_auth, check, play
+from bridge.simulate.common import Call, PlayOptions, Report, basic_auth, simulate
 
 Kind = Literal["answered", "missed", "outbound", "internal", "transfer"]
 KINDS: Final[tuple[Kind, ...]] = ("answered", "missed", "outbound", "internal", "transfer")
@@ -329,27 +328,18 @@ async def run(
     rate: float,
     seed: int | None,
     out: TextIO,
-    retransmit_s: float = 2.0,
-    duplicate_ratio: float = 0.1,
-    concurrency: int = 32,
-    max_tries: int = 5,
-    timeout_s: float = 10.0,
-    report: Report | None = None,
     username: str | None = None,
     password: str | None = None,
     digest: bool = False,
+    **options: Unpack[PlayOptions],
 ) -> Report:
     """Play ``calls`` calls against ``url`` (Event URL; CDRs go to ``url + "/cdr"``).
 
     With ``username``, every request carries HTTP Basic credentials, or answers HTTP Digest
     challenges when ``digest`` is true. Pass ``report`` to watch progress while it runs.
     """
-    check(url=url, rate=rate, concurrency=concurrency, max_tries=max_tries)
     if digest and username is None:
         raise ConfigError("username", "digest authentication needs a username and password")
-    rng = random.Random(seed)
-    start = time.time()
-    plans = [scenario(n, rng, start=start + n / rate) for n in range(calls)]
     cdr_url = url.rstrip("/") + "/cdr"
 
     async def send(session: aiohttp.ClientSession, push: dict[str, Any]) -> int | None:
@@ -365,18 +355,19 @@ async def run(
         middlewares = (aiohttp.DigestAuthMiddleware(username, password or ""),)
     elif username is not None:
         headers = basic_auth(username, password or "")
-    return await play(
-        plans,
+
+    def plan(n: int, rng: random.Random, start: float) -> Call:
+        return scenario(n, rng, start=start)
+
+    return await simulate(
+        plan,
         send,
-        rng=rng,
+        url=url,
+        calls=calls,
         rate=rate,
+        seed=seed,
         out=out,
-        retransmit_s=retransmit_s,
-        duplicate_ratio=duplicate_ratio,
-        concurrency=concurrency,
-        max_tries=max_tries,
-        timeout_s=timeout_s,
-        report=report if report is not None else Report(),
         headers=headers,
         middlewares=middlewares,
+        **options,
     )
