@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import time
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any
@@ -33,7 +32,6 @@ class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.hub = Hub(client_queue=config.api.client_queue)
-        self.started_at = time.time()
         self._stack = AsyncExitStack()
         self.writer: Writer
         self.reader: Reader

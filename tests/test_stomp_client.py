@@ -179,3 +179,14 @@ async def test_simulated_streams_produce_the_expected_call_stories(tmp_path: Pat
                 return dict(found)
 
             await until(lambda: stories() == expected, what="every planned call.* event")
+
+
+async def test_error_frame_mid_session_ends_it_and_reconnects(
+    daemon: Daemon, server: RealtimeServer
+) -> None:
+    """An ERROR frame from the server ends the session (logged with its message); it reconnects."""
+    await until(lambda: server.subscribers == 1, what="subscription")
+    await server.error_all("broker going down")
+    await until(lambda: len(statuses(daemon)) >= 2, what="the disconnect")
+    assert "broker going down" in statuses(daemon)[1]["reason"]
+    await until(lambda: server.connects == 2 and server.subscribers == 1, what="reconnect")

@@ -410,7 +410,7 @@ class WebhookSink:
             self.breaker.record(decision.action is not policy.Action.RETRY, time.monotonic())
             for call, item in live:
                 item.attempts = attempts
-                self._apply(call, item, decision, status, error)
+                self._apply(call, item, decision, status)
         finally:
             for call, _ in group:
                 call.busy = False
@@ -421,7 +421,6 @@ class WebhookSink:
         item: _Item,
         decision: policy.Decision,
         status: int | None,
-        error: BaseException | None,
     ) -> None:
         action = decision.action
         if action is policy.Action.DELIVERED:
@@ -448,7 +447,6 @@ class WebhookSink:
             self._disable(decision.reason)
             log.error("sink_disabled", reason=decision.reason, status=status)
             self._wake.set()
-        del error
 
     def _done(
         self, call: _Call, item: _Item, *, state: str | None, status: int | None, error: str | None

@@ -305,10 +305,7 @@ class StompSource:
             identity=(state, now.isoformat()),
             data={key: value for key, value in data.items() if value is not None},
         )
-        try:
-            await self._enqueue([event])
-        except OutboxError as exc:
-            log.error("source_status_not_committed", error=str(exc))
+        await self._enqueue([event])  # an outbox failure is logged (and counted) there
 
     def snapshot(self) -> dict[str, Any]:
         status = self.status

@@ -67,7 +67,6 @@ class Writer:
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self._running = False
-        self.last_commit_at: float | None = None
         self.failed: BaseException | None = None
         self.commits = 0
         self.commit_failures = 0
@@ -209,7 +208,6 @@ class Writer:
             return
         self.commits += 1
         self.commit_seconds += time.perf_counter() - started
-        self.last_commit_at = time.monotonic()
         new: list[Committed] = []
         for request in batch:
             new.extend(request.committed)
@@ -236,7 +234,8 @@ class Writer:
     async def transact(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``fn`` in its own transaction on the writer's connection and thread.
 
-        For rare writes beside the event stream (quarantine); serialised with the commits.
+        For writes beside the event stream (quarantine entries, sink cursors and delivery
+        rows); serialised with the group commits, one transaction per call.
         """
         if not self.alive:
             raise OutboxError("the outbox writer is not running")
