@@ -16,7 +16,7 @@ import asyncio
 import sys
 import time
 from collections import deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +49,7 @@ class Window:
             self.errors += 1
 
 
-def _body(gen: int, seqno: int, sent_ns: int) -> bytes:
+def _status(gen: int, seqno: int, sent_ns: int) -> bytes:
     # extensionstatus: one event per push and no call state, so requests/s are events/s.
     # seqno makes every push distinct; sent_ns rides along in data.raw to the SSE subscriber.
     return (
@@ -58,12 +58,55 @@ def _body(gen: int, seqno: int, sent_ns: int) -> bytes:
     )
 
 
+# A CooCenter call's four pushes, in order: dialbegin (call.initiated + call.ringing), dialend,
+# hangup, cdr. Two calls in three are answered (ANSWER, ANSWERED); the third rings out (NOANSWER,
+# NO ANSWER: the cdr decides call.missed). Every push goes through the call fold.
+_CALL_PUSHES = (
+    b'{"event":"dialbegin","timestamp":"%(t)d.5","channel":"SIP/trunk1-%(c)d",'
+    b'"calleridnum":"138%(c)08d","destchannel":"SIP/801-%(c)d","destcalleridnum":"801",'
+    b'"destuniqueid":"%(c)d.2","uniqueid":"%(c)d.1","sent_ns":%(s)d}',
+    b'{"event":"dialend","timestamp":"%(t)d.9","channel":"SIP/trunk1-%(c)d",'
+    b'"calleridnum":"138%(c)08d","destchannel":"SIP/801-%(c)d","destcalleridnum":"801",'
+    b'"uniqueid":"%(c)d.1","dialstatus":"%(d)s","sent_ns":%(s)d}',
+    b'{"event":"hangup","uniqueid":"%(c)d.1","calleridnum":"138%(c)08d",'
+    b'"connectedlinenum":"801","sent_ns":%(s)d}',
+    b'{"event":"cdr","uniqueid":"%(c)d.1","source":"138%(c)08d","destination":"801",'
+    b'"starttime":"2024-09-09 09:34:08","answertime":"","endtime":"2024-09-09 09:35:20",'
+    b'"disposition":"%(r)s","duration":"72","billableseconds":"60","calltype":"inbound",'
+    b'"sent_ns":%(s)d}',
+)
+
+
+def _lifecycle(gen: int, seqno: int, sent_ns: int) -> bytes:
+    call = gen * 100_000_000 + seqno // len(_CALL_PUSHES)
+    answered = call % 3 != 0
+    fields = {
+        b"c": call,
+        b"t": 1_725_845_648 + call % 86_400,
+        b"s": sent_ns,
+        b"d": b"ANSWER" if answered else b"NOANSWER",
+        b"r": b"ANSWERED" if answered else b"NO ANSWER",
+    }
+    return _CALL_PUSHES[seqno % len(_CALL_PUSHES)] % fields
+
+
+Body = Callable[[int, int, int], bytes]
+BODIES: dict[str, Body] = {"status": _status, "lifecycle": _lifecycle}
+
+
 async def _connect_all(port: int, count: int) -> list[Connection]:
     return list(await asyncio.gather(*(connect(HOST, port) for _ in range(count))))
 
 
 async def closed_loop(
-    *, port: int, path: str, connections: int, gen: int, window: Window, count: int = 0
+    *,
+    port: int,
+    path: str,
+    connections: int,
+    gen: int,
+    window: Window,
+    count: int = 0,
+    body: Body = _status,
 ) -> None:
     """Until the window ends or, with ``count``, after that many requests (a fixed backlog)."""
     conns = await _connect_all(port, connections)
@@ -77,7 +120,7 @@ async def closed_loop(
             sent = time.monotonic_ns()
             if sent >= window.end_ns:
                 return
-            status = await conn.request(post(path, HOST, port, _body(gen, seqno, sent)))
+            status = await conn.request(post(path, HOST, port, body(gen, seqno, sent)))
             window.record(sent, time.monotonic_ns(), status)
 
     try:
@@ -88,7 +131,14 @@ async def closed_loop(
 
 
 async def open_loop(
-    *, port: int, path: str, connections: int, gen: int, rate: float, window: Window
+    *,
+    port: int,
+    path: str,
+    connections: int,
+    gen: int,
+    rate: float,
+    window: Window,
+    body: Body = _status,
 ) -> None:
     """Send on schedule; a request waits for an idle connection only if all are busy."""
     conns = await _connect_all(port, connections)
@@ -104,7 +154,7 @@ async def open_loop(
             window.sent += 1
             window.max_lag_us = max(window.max_lag_us, (sent - due) // 1000)
         try:
-            status = await conn.request(post(path, HOST, port, _body(gen, seqno, sent)))
+            status = await conn.request(post(path, HOST, port, body(gen, seqno, sent)))
             window.record(sent, time.monotonic_ns(), status)
         finally:
             idle.append(conn)
@@ -145,6 +195,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--start-ns", type=int, required=True, help="window start (monotonic)")
     parser.add_argument("--end-ns", type=int, required=True, help="window end and stop")
     parser.add_argument("--count", type=int, default=0, help="closed mode: stop after N (0: no)")
+    parser.add_argument(
+        "--mix", choices=sorted(BODIES), default="status", help="what the pushes are"
+    )
     return parser
 
 
@@ -159,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             gen=args.gen,
             window=window,
             count=args.count,
+            body=BODIES[args.mix],
         )
     else:
         run = open_loop(
@@ -168,6 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             gen=args.gen,
             rate=args.rate,
             window=window,
+            body=BODIES[args.mix],
         )
     run_loop(run)
     sys.stdout.buffer.write(msgspec.json.encode(window) + b"\n")

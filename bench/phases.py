@@ -64,7 +64,14 @@ def _readyz(port: int) -> dict[str, Any]:
 
 
 def generators(
-    stack: ExitStack, workdir: Path, tag: str, mode: str, port: int, load: Load, count: int = 0
+    stack: ExitStack,
+    workdir: Path,
+    tag: str,
+    mode: str,
+    port: int,
+    load: Load,
+    count: int = 0,
+    mix: str = "status",
 ) -> tuple[list[Child], int, int]:
     """``load.procs`` generator processes and their window; ``count``: requests each, at most."""
     start = time.monotonic_ns() + LAUNCH_MARGIN_NS + int(load.warmup_s * 1e9)
@@ -82,6 +89,7 @@ def generators(
             f"--start-ns={start}",
             f"--end-ns={end}",
             f"--count={count}",
+            f"--mix={mix}",
         )
         child = Child(f"load-{tag}-{gen}", argv, workdir / f"load-{tag}-{gen}.out")
         stack.callback(child.stop)
@@ -98,9 +106,10 @@ def closed_loop(
     load: Load,
     *,
     outbox: bool = False,
+    mix: str = "status",
 ) -> dict[str, Any]:
     """Throughput and ack latency of ``server`` under ``load.connections`` closed-loop senders."""
-    gens, start, end = generators(stack, workdir, tag, "closed", port, load)
+    gens, start, end = generators(stack, workdir, tag, "closed", port, load, mix=mix)
     wait_until_ns(start)
     cpu0 = [server.cpu_s(), *(gen.cpu_s() for gen in gens)]
     busy0, total0 = _machine_busy()
@@ -125,6 +134,7 @@ def closed_loop(
         events = ready1["outbox"]["last_seq"] - ready0["outbox"]["last_seq"]
         out["commits_per_s"] = commits / load.duration_s
         out["events_per_commit"] = events / max(1, commits)
+        out["committed_events_per_s"] = events / load.duration_s
     return out
 
 

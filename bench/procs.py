@@ -33,7 +33,15 @@ def _die_with_parent() -> None:
 class Child:
     """One child process with its stdout in ``out``."""
 
-    def __init__(self, name: str, argv: Sequence[str], out: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        out: Path,
+        *,
+        cwd: Path = REPO,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.out = out
         with open(out, "wb") as handle:
@@ -41,7 +49,8 @@ class Child:
                 list(argv),
                 stdout=handle,
                 stdin=subprocess.DEVNULL,
-                cwd=REPO,
+                cwd=cwd,
+                env=env,
                 start_new_session=True,
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )

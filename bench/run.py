@@ -42,7 +42,7 @@ from bridge import config as bridge_config
 from bridge.errors import ConfigError
 
 RESULTS = REPO / "bench" / "results" / "latest.json"
-PHASES = ("baseline", "ingest", "e2e", "realtime", "delivery")
+PHASES = ("baseline", "ingest", "lifecycle", "e2e", "realtime", "delivery")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -153,6 +153,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 out["ingest"] = phases.closed_loop(
                     stack, workdir, "ingest", daemon, port, closed, outbox=True
                 )
+        if "lifecycle" in wanted:
+            print(f"lifecycle: {args.duration:g}s of {args.connections} senders ...", flush=True)
+            with ExitStack() as stack:
+                daemon, port = phases.start_daemon(stack, workdir, "lifecycle", config)
+                out["lifecycle"] = phases.closed_loop(
+                    stack, workdir, "lifecycle", daemon, port, closed, outbox=True, mix="lifecycle"
+                )
         if "e2e" in wanted:
             print(f"e2e:      {args.duration:g}s at {args.rate:g} pushes/s ...", flush=True)
             with ExitStack() as stack:
@@ -202,6 +209,9 @@ def summary(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
         "ingest_events_per_s": ingest.get("events_per_s"),
         "ingest_p50_ms": ingest.get("p50_ms"),
         "ingest_p99_ms": ingest.get("p99_ms"),
+        "lifecycle_pushes_per_s": out.get("lifecycle", {}).get("events_per_s"),
+        "lifecycle_events_per_s": out.get("lifecycle", {}).get("committed_events_per_s"),
+        "lifecycle_p99_ms": out.get("lifecycle", {}).get("p99_ms"),
         "baseline_events_per_s": base.get("events_per_s"),
         "baseline_p50_ms": base.get("p50_ms"),
         "baseline_p99_ms": base.get("p99_ms"),
@@ -249,7 +259,12 @@ def _f(value: float | None, spec: str) -> str:
 def table(result: dict[str, Any]) -> str:
     phases_ = result["phases"]
     rows = [f"{'':<22}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'srv CPU':>9}{'gen CPU':>9}"]
-    for name, label in (("baseline", "baseline (aiohttp)"), ("ingest", "durable ingest")):
+    labels = (
+        ("baseline", "baseline (aiohttp)"),
+        ("ingest", "durable ingest"),
+        ("lifecycle", "call lifecycles"),
+    )
+    for name, label in labels:
         phase = phases_.get(name)
         if phase:
             gen_cpu = "+".join(f"{cpu:.0f}" for cpu in phase["loadgen_cpu_pct"])
@@ -257,6 +272,12 @@ def table(result: dict[str, Any]) -> str:
                 f"{label:<22}{phase['events_per_s']:>10.0f}{phase['p50_ms']:>9.2f}"
                 f"{phase['p99_ms']:>9.2f}{phase['server_cpu_pct']:>8.0f}%{gen_cpu:>8}%"
             )
+    lifecycle = phases_.get("lifecycle")
+    if lifecycle and "committed_events_per_s" in lifecycle:
+        rows.append(
+            f"{'':<22}({lifecycle['committed_events_per_s']:.0f} events/s committed from"
+            f" {lifecycle['events_per_s']:.0f} pushes/s: dialbegin, dialend, hangup, cdr)"
+        )
     rows.append(f"{'ratio ingest/baseline':<22}{_f(result['ingest_ratio'], '>10.2f')}")
     e2e = phases_.get("e2e")
     if e2e:

@@ -13,7 +13,7 @@ import structlog
 from aiohttp import web
 
 from bridge import __version__, metrics, systemd
-from bridge.api import admin, routes
+from bridge.api import admin, calls, routes
 from bridge.api.hub import Hub
 from bridge.config import Config, WebhookSinkConfig
 from bridge.sinks.webhook import WebhookSink
@@ -50,6 +50,10 @@ class Daemon:
                     self.config.storage,
                     self.hub.publish,
                     sinks=tuple(sink.name for sink in self.config.sinks),
+                    settle_s={
+                        f"/{source.vendor}/{source.name}": source.missed_settle_s
+                        for source in self.config.sources
+                    },
                 )
             )
             self.reader = Reader(str(self.config.storage.path))
@@ -103,6 +107,7 @@ class Daemon:
         self.ingest = Ingest(self.config, self.writer, self.reader)
         self.ingest.add_routes(app)
         routes.add_routes(app)
+        calls.add_routes(app, self.config)
         admin.add_routes(app, self.ingest.quarantine, self.sinks, self.reader, self.nats_sinks)
         app.router.add_get("/metrics", metrics.handler(self))
         app.router.add_get("/healthz", self._healthz)

@@ -7,6 +7,7 @@ import asyncio
 import sqlite3
 import sys
 from collections.abc import Sequence
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bridge import __version__, config
 from bridge.errors import ConfigError
@@ -60,20 +61,41 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--from-seq", type=int, required=True)
     _api_args(replay)
 
+    calls = commands.add_parser("calls", help="the folded call records (call log, missed calls)")
+    calls.add_argument("--missed", action="store_true", help="only calls reported missed")
+    calls.add_argument("--source", help="only this source's calls")
+    calls.add_argument("--state", choices=("active", "ended", "ringing", "answered", "initiated"))
+    calls.add_argument("--since", help="active since (RFC 3339 or epoch seconds)")
+    calls.add_argument("--limit", type=int, default=50)
+    calls.add_argument("--json", action="store_true", help="one JSON record per line")
+    _api_args(calls)
+
     simulate = commands.add_parser("simulate", help="play a vendor PBX against the bridge")
     vendors = simulate.add_subparsers(dest="vendor", required=True)
     coo = vendors.add_parser("coocenter", help="Zycoo CooCenter call lifecycles")
     coo.add_argument("--url", default=f"{DEFAULT_URL}/ingest/coocenter")
     coo.add_argument("--webkey", help="send Authorization: md5(WEBKEY + date)")
+    coo.add_argument(
+        "--dialstatus",
+        choices=("zycoo", "asterisk"),
+        default="zycoo",
+        help="dialend's dialstatus: \"hangup\" as in Zycoo's API book (zycoo), or Asterisk's "
+        "ANSWER/NOANSWER/CANCEL (asterisk)",
+    )
     _sim_common(coo)
+    _sim_zone(coo)
     coral = vendors.add_parser("coral", help="Coral IRIS IVDX HTTP pushes")
     coral.add_argument("--url", default=f"{DEFAULT_URL}/ingest/coral")
     _sim_common(coral)
+    _sim_zone(coral)
     oncall = vendors.add_parser("oncall", help="OnCall/PortSIP Event URL and CDR pushes")
     oncall.add_argument("--url", default=f"{DEFAULT_URL}/ingest/oncall")
     oncall.add_argument("--username", help="HTTP Basic (or, with --digest, Digest) user")
     oncall.add_argument("--password")
     oncall.add_argument("--digest", action="store_true", help="authenticate with HTTP Digest")
+    oncall.add_argument(
+        "--reorder", action="store_true", help="deliver out of order, as PortSIP may"
+    )
     _sim_common(oncall)
     realtime = vendors.add_parser(
         "coral-realtime", help="a Coral STOMP-over-WebSocket server playing channel states"
@@ -91,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     callog.add_argument("--token", help="the shared token, sent as a query parameter")
     callog.add_argument("--token-param", default="token")
     _sim_common(callog)
+    _sim_zone(callog)
     return parser
 
 
@@ -105,6 +128,14 @@ def _sim_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--retransmit-s", type=float, default=2.0)
     parser.add_argument("--duplicate-ratio", type=float, default=0.1)
+
+
+def _sim_zone(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timezone",
+        default="UTC",
+        help="the PBX's local zone: the source's timezone in the bridge's config (default UTC)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -123,6 +154,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _simulate(args)
         if args.command in ("sinks", "dlq", "replay"):
             return _sink_command(args)
+        if args.command == "calls":
+            from bridge import opscli
+
+            return asyncio.run(
+                opscli.calls(
+                    url=args.url,
+                    token=args.token,
+                    missed=args.missed,
+                    source=args.source,
+                    state=args.state,
+                    since=args.since,
+                    limit=args.limit,
+                    as_json=args.json,
+                )
+            )
         if args.command == "quarantine":
             from bridge import opscli
 
@@ -232,14 +278,33 @@ def _simulate(args: argparse.Namespace) -> int:
         "duplicate_ratio": args.duplicate_ratio,
         "out": sys.stdout,
     }
-    if args.vendor == "coocenter":
-        report = asyncio.run(coocenter.run(webkey=args.webkey, **common))
-    elif args.vendor == "oncall":
+    if args.vendor == "oncall":
         report = asyncio.run(
-            oncall.run(username=args.username, password=args.password, digest=args.digest, **common)
+            oncall.run(
+                username=args.username,
+                password=args.password,
+                digest=args.digest,
+                reorder=args.reorder,
+                **common,
+            )
+        )
+        return 0 if report.failed == 0 else 1
+    tz = _sim_tz(args.timezone)
+    if args.vendor == "coocenter":
+        report = asyncio.run(
+            coocenter.run(webkey=args.webkey, dialstatus=args.dialstatus, tz=tz, **common)
         )
     elif args.vendor == "callog":
-        report = asyncio.run(callog.run(token=args.token, token_param=args.token_param, **common))
+        report = asyncio.run(
+            callog.run(token=args.token, token_param=args.token_param, tz=tz, **common)
+        )
     else:
-        report = asyncio.run(coral.run(**common))
+        report = asyncio.run(coral.run(tz=tz, **common))
     return 0 if report.failed == 0 else 1
+
+
+def _sim_tz(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError("--timezone", f"unknown time zone {name!r}") from None

@@ -126,6 +126,16 @@ class SourceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     auth: Auth = AuthNone()
     allow_ips: tuple[str, ...] = ()
     extension_max_digits: Annotated[int, msgspec.Meta(ge=1, le=12)] = 5
+    # The numbers callers dial to reach this PBX, and the hosts (IP or name) of its trunks:
+    # evidence of a call's direction where the vendor gives none.
+    dids: tuple[str, ...] = ()
+    trunk_hosts: tuple[str, ...] = ()
+    # How long after an unanswered inbound call ends, with no authoritative record yet, the
+    # bridge waits for contrary evidence (a late answer) before it says call.missed. 0: at once.
+    missed_settle_s: Annotated[float, msgspec.Meta(ge=0, le=86400)] = 10.0
+    # Where the PBX serves recordings, for vendors that report a path (CooCenter: the base of
+    # /coocenter-api/monitor/); the recording's path stays in data.recording_path.
+    recording_base_url: str | None = None
     realtime: RealtimeConfig | None = None
 
     @property
@@ -375,6 +385,11 @@ def _check(config: Config) -> None:
             ) from None
         if source.realtime is not None:
             _check_realtime(source.realtime, f"{path}.realtime", source.vendor)
+        base = source.recording_base_url
+        if base is not None and not base.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"{path}.recording_base_url", f"expected an http:// or https:// URL, got {base!r}"
+            )
         for net_index, net in enumerate(source.allow_ips):
             try:
                 ipaddress.ip_network(net, strict=False)

@@ -29,6 +29,7 @@ CALL_TYPES: Final = frozenset(
         "call.transferred",
         "call.ended",
         "call.missed",
+        "call.missed_revoked",
         "call.completed",
     }
 )

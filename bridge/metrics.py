@@ -36,6 +36,28 @@ class BridgeCollector(Collector):
             "New events committed to the outbox",
             writer.committed_events,
         )
+        tally = writer.tally
+        yield CounterMetricFamily(
+            "pbx_bridge_events_duplicate",
+            "Vendor retransmissions absorbed (already stored, or already in their call)",
+            tally.duplicates,
+        )
+        yield CounterMetricFamily(
+            "pbx_bridge_call_events_late",
+            "Call events committed with data.late (after the end, or a ring after the answer)",
+            tally.late,
+        )
+        yield CounterMetricFamily(
+            "pbx_bridge_call_events_folded",
+            "Call events folded into their call's record without an event of their own",
+            tally.folded,
+        )
+        yield CounterMetricFamily(
+            "pbx_bridge_calls_missed", "call.missed decisions committed", tally.missed
+        )
+        yield CounterMetricFamily(
+            "pbx_bridge_calls_missed_revoked", "call.missed_revoked committed", tally.revoked
+        )
         yield CounterMetricFamily("pbx_bridge_commits", "Outbox transactions", writer.commits)
         yield CounterMetricFamily(
             "pbx_bridge_commit_seconds", "Time spent in outbox transactions", writer.commit_seconds

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from typing import Any, TextIO
+from urllib.parse import urlencode
 
 import aiohttp
 
@@ -142,4 +143,46 @@ async def replay(
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(answer), file=out)
+    return 0
+
+
+async def calls(
+    *,
+    url: str,
+    token: str | None,
+    missed: bool,
+    source: str | None,
+    state: str | None,
+    since: str | None,
+    limit: int,
+    as_json: bool,
+    out: TextIO = sys.stdout,
+) -> int:
+    """The newest call records, one line each (or one JSON object each with ``--json``)."""
+    query = {"limit": str(limit), "missed": "true" if missed else None, "source": source}
+    query.update(state=state, since=since)
+    path = "/v1/calls?" + urlencode({k: v for k, v in query.items() if v is not None})
+    try:
+        answer = await call(url, path, token=token)
+    except (ApiError, aiohttp.ClientError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for record in answer["calls"]:
+        if as_json:
+            print(json.dumps(record, ensure_ascii=False), file=out)
+            continue
+        verdict = "MISSED" if record["missed"] else ""
+        if record.get("missed_revoked"):
+            verdict = "missed, revoked"
+        elif record.get("missed_pending"):
+            verdict = "deciding"
+        parties = f"{record.get('from', '?')} -> {record.get('to', '?')}"
+        print(
+            f"{record['last_seq']:>8}  {record['source']:<12} {record['call_key']:<24} "
+            f"{record['state']:<9} {record.get('direction', '?'):<9} {parties:<28} "
+            f"{record.get('disposition', '-'):<10} {verdict}".rstrip(),
+            file=out,
+        )
+    if not as_json:
+        print(f"{len(answer['calls'])} calls", file=out)
     return 0

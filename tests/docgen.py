@@ -13,10 +13,10 @@ from typing import Any
 
 import msgspec
 
-from bridge import calls
 from bridge.events import TYPES, Event
 from bridge.vendors.base import Normalizer
 from bridge.vendors.registry import STREAMS, VENDORS
+from tests.callplay import Player
 from tests.fixtureutil import context_for, load_fixtures, payload_for
 
 ROOT = Path(__file__).parent.parent
@@ -52,12 +52,20 @@ where a vendor reports it),
 `recording_url`. A field that is absent is unknown: the bridge never invents values, and
 numbers stay strings as dialled.
 
-Per call, the bridge keeps a forward-only story: `call.initiated` once, `call.ended` exactly
-once (derived from the CDR when the vendor sends no hangup), and `call.missed` derived once for
-an inbound call that ended with no person answering (`data.derived_from` names the event that
-showed it). Late or repeated events that would move a call backwards are not emitted: nothing
-but the CDR after the end, and no ringing that happened before the answer but arrived after it
-(a ringing after the answer, such as a transfer target, is kept).
+Per call, the bridge folds every event's facts into one call record (`GET /v1/calls`): the
+same events in any order, with any duplicates, make the same record. Every vendor event is
+committed once; one that arrives after its call ended (or a ring that happened before the
+answer but arrived after it) carries `data.late: true`; a second end is folded into the record
+instead. `call.ended` is committed exactly once per call (derived from the CDR when the vendor
+sends no hangup), with a `disposition` only when it is known. `call.missed` is derived for an
+inbound call that ended with no person answering: at once when an authoritative record (CDR,
+`cc_cdr`, call log) says so (`data.decided_by: "record"`), else when the source's settle window
+(`missed_settle_s`, 10 s by default) has passed with no contrary evidence (`"settle_window"`).
+Evidence of an answer that arrives after that makes `call.missed_revoked`. A direction the
+vendor did not give is inferred where the numbers tell it, and marked `direction_inferred`.
+Derived events carry what the call has accumulated; `data.derived_from` names the event that
+decided them. The stories below are what each fixture's events commit as the first news of
+their call, after the settle window.
 """
 
 
@@ -70,18 +78,12 @@ NORMALIZERS: dict[str, Normalizer] = {
 
 
 def story(folder: str, fixture: dict[str, Any]) -> list[Event]:
-    """The events a fixture's payload commits when it is the first news of its call."""
+    """The events a fixture's payload commits as the first news of its call, settled."""
     events = NORMALIZERS[folder](payload_for(fixture), context_for(fixture))
-    states: dict[str, calls.CallState] = {}
-    out: list[Event] = []
-    for event in events:
-        if not calls.is_call_event(event):
-            out.append(event)
-            continue
-        step = calls.advance(states.get(event.subject), event)
-        states[event.subject] = step.state
-        out.extend(step.emit)
-    return out
+    player = Player()
+    player.play(events, now=0.0)
+    player.settle(now=float("inf"))
+    return player.committed
 
 
 def _json(event: Event) -> str:

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge import calls
 from bridge.errors import PayloadError, UnsupportedMediaError
 from bridge.events import TYPES, Event
 from bridge.vendors.base import Payload, SourceContext
 from bridge.vendors.callog import VENDOR, normalize, reject
+from tests.callplay import Player, types
 from tests.fixtureutil import context_for, load_fixtures, payload_for
 
 FIXTURES = load_fixtures("callog")
@@ -168,17 +168,15 @@ def test_unanswered_call_has_no_answer_time() -> None:
 
 def test_dropped_call_through_the_call_rules_is_ended_then_missed() -> None:
     """The writer's rules make a DROPPED log call.ended, call.completed, call.missed (dropped)."""
-    step = calls.advance(None, only({**SAMPLE, "callstatus": "DROPPED"}))
-    assert [e.type for e in step.emit] == ["call.ended", "call.completed", "call.missed"]
-    assert step.emit[2].data["missed_reason"] == "dropped"
+    out = Player().play([only({**SAMPLE, "callstatus": "DROPPED"})])
+    assert types(out) == ["call.ended", "call.completed", "call.missed"]
+    assert out[2].data["missed_reason"] == "dropped"
+    assert out[2].data["decided_by"] == "record"
 
 
 def test_answered_call_through_the_call_rules_is_not_missed() -> None:
     """The writer's rules make an ANSWER log call.ended then call.completed, nothing missed."""
-    assert [e.type for e in calls.advance(None, only(SAMPLE)).emit] == [
-        "call.ended",
-        "call.completed",
-    ]
+    assert types(Player().play([only(SAMPLE)])) == ["call.ended", "call.completed"]
 
 
 @pytest.mark.parametrize("key", ["callstatus", "call_status", "CallStatus"])

@@ -158,3 +158,34 @@ def test_run_reports_a_taken_port(tmp_path: Path, capsys: pytest.CaptureFixture[
         code = main(["run", "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp_path)])
     assert code == 1
     assert "cannot start" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("missed_settle_s", -1), ("missed_settle_s", "soon"), ("recording_base_url", "ftp://pbx/")],
+)
+def test_call_settings_are_checked(key: str, value: object) -> None:
+    """A negative settle window or a recording base that is no http(s) URL is refused."""
+    raw = {"sources": [{"name": "a", "vendor": "coocenter", key: value}]}
+    assert error_of(raw).path == f"sources[0].{key}"
+
+
+def test_call_settings_reach_the_normaliser_context() -> None:
+    """DIDs, trunk hosts (case-folded) and the recording base are in every payload's context."""
+    from bridge.vendors.base import context_template
+
+    raw = {
+        "sources": [
+            {
+                "name": "a",
+                "vendor": "oncall",
+                "dids": ["4000"],
+                "trunk_hosts": ["Trunk.Example.NET"],
+                "recording_base_url": "https://pbx.example.com/rec/",
+            }
+        ]
+    }
+    ctx = context_template(config.from_dict(raw).sources[0], "oncall")
+    assert ctx.dids == {"4000"}
+    assert ctx.trunk_hosts == {"trunk.example.net"}
+    assert ctx.recording_base_url == "https://pbx.example.com/rec/"

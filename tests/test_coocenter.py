@@ -234,19 +234,37 @@ def test_extension_length_comes_from_the_source() -> None:
         ("BUSY", "busy"),
         ("CHANUNAVAIL", "unavailable"),
         ("CONGESTION", "congestion"),
-        ("DONTCALL", "dontcall"),
+        ("ABORT", "aborted"),
+        ("CONTINUE", "forwarded"),
+        ("GOTO", "forwarded"),
+        ("DONTCALL", "refused"),
     ],
 )
 def test_dialend_without_answer_ends_the_ringing(status: str, reason: str) -> None:
-    """A dialend other than ANSWER is call.ringing_ended with the reason in lower case."""
+    """Asterisk's DialStatus set other than ANSWER is call.ringing_ended with its reason."""
     event = only({**DIALBEGIN, "event": "dialend", "dialstatus": status})
     assert (event.type, event.data["reason"]) == ("call.ringing_ended", reason)
+
+
+def test_dialend_answer_is_an_answer() -> None:
+    """dialstatus ANSWER (firmware that sends Asterisk's set) is call.answered."""
+    event = only({**DIALBEGIN, "event": "dialend", "dialstatus": "ANSWER"})
+    assert event.type == "call.answered"
+
+
+@pytest.mark.parametrize("status", ["hangup", "HANGUP", "SOMETHINGELSE"])
+def test_dialend_hangup_is_no_verdict(status: str) -> None:
+    """Zycoo's "hangup" says the dial is over, not how: neither answered nor unanswered."""
+    event = only({**DIALBEGIN, "event": "dialend", "dialstatus": status})
+    assert event.type == "raw.unmapped"
+    assert event.subject == f"call/{DIALBEGIN['uniqueid']}"
+    assert event.data["dialstatus"] == status.lower()
 
 
 @pytest.mark.parametrize(
     ("disposition", "expected"),
     [
-        ("ANSWERED", "answered"),
+        ("ANSWERED", None),
         ("NO ANSWER", "no_answer"),
         ("BUSY", "busy"),
         ("FAILED", "failed"),
@@ -255,9 +273,10 @@ def test_dialend_without_answer_ends_the_ringing(status: str, reason: str) -> No
     ],
 )
 def test_cdr_disposition(disposition: str, expected: str | None) -> None:
-    """cdr dispositions map to the schema's; an unknown one is left out."""
+    """cdr dispositions map to the schema's; ANSWERED (maybe the IVR) and unknown ones do not."""
     event = only({"event": "cdr", "uniqueid": "1.1", "disposition": disposition})
     assert event.data.get("disposition") == expected
+    assert event.data.get("pbx_answered") is (True if disposition == "ANSWERED" else None)
 
 
 @pytest.mark.parametrize(
@@ -270,11 +289,13 @@ def test_cdr_disposition(disposition: str, expected: str | None) -> None:
         ({"cdrState": "ivr", "missCause": "NO_ASSIGN"}, "no_answer"),
         ({"cdrState": "ivr", "missCause": ""}, "no_answer"),
         ({"cdrState": "ivr", "missCause": "", "callType": "outgoing"}, None),
-        ({"cdrState": "feedback", "missCause": "", "talkingTime": "60"}, None),
+        ({"cdrState": "feedback", "missCause": "", "talkingTime": "60"}, "answered"),
+        ({"cdrState": "feedback", "missCause": "", "talkingTime": "0"}, "no_answer"),
+        ({"cdrState": "queue", "missCause": "", "hangupSide": "caller"}, "abandoned"),
     ],
 )
 def test_cc_cdr_disposition(changes: dict[str, str], expected: str | None) -> None:
-    """bridged is answered; else missCause decides; an inbound call ended early is no_answer."""
+    """bridged, or a survey after a conversation, is answered; else missCause decides."""
     assert only({**CC_CDR, **changes}).data.get("disposition") == expected
 
 

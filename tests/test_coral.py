@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge import calls
 from bridge.errors import PayloadError, UnsupportedMediaError
 from bridge.events import TYPES, Event
 from bridge.vendors.base import Payload, SourceContext
 from bridge.vendors.coral import VENDOR, normalize
+from tests.callplay import Player, types
 from tests.fixtureutil import context_for, load_fixtures, payload_for
 
 FIXTURES = load_fixtures("coral")
@@ -295,13 +295,9 @@ def test_cdr_disposition(disposition: str, expected: str | None) -> None:
 
 def test_popup_then_unanswered_cdr_is_a_missed_call() -> None:
     """Through the writer's rules, a popup and a NO ANSWER cdr make a missed inbound call."""
-    state: calls.CallState | None = None
-    types: list[str] = []
-    for event in [*run(wrap(POPUP)), *run(wrap(CDR))]:
-        step = calls.advance(state, event)
-        state = step.state
-        types.extend(e.type for e in step.emit)
-    assert types == [
+    player = Player()
+    player.play([*run(wrap(POPUP)), *run(wrap(CDR))])
+    assert types(player.committed) == [
         "call.initiated",
         "call.ringing",
         "call.ended",

@@ -14,11 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge import calls
 from bridge.errors import PayloadError, UnsupportedMediaError
 from bridge.events import TYPES, Event
 from bridge.vendors.base import Payload, SourceContext
 from bridge.vendors.coral_realtime import STATES, normalize
+from tests.callplay import Player
 from tests.fixtureutil import context_for, load_fixtures, payload_for
 
 FIXTURES = load_fixtures("coral_realtime")
@@ -55,18 +55,11 @@ def state(channel_state: str, /, **changes: Any) -> dict[str, Any]:
 
 def story(*bodies: dict[str, Any]) -> list[Event]:
     """What the outbox commits for these messages, received a second apart, in this order."""
-    seen: set[str] = set()
-    prior: calls.CallState | None = None
-    committed: list[Event] = []
+    player = Player()
     for n, body in enumerate(bodies):
-        for event in run(body, context=ctx(RECEIVED + timedelta(seconds=n))):
-            if event.id in seen:
-                continue  # the outbox's dedup by id
-            seen.add(event.id)
-            step = calls.advance(prior, event)
-            prior = step.state
-            committed.extend(step.emit)
-    return committed
+        player.play(run(body, context=ctx(RECEIVED + timedelta(seconds=n))), now=float(n))
+    player.settle(now=1e12)
+    return player.committed
 
 
 def types(events: list[Event]) -> list[str]:
@@ -121,11 +114,20 @@ def test_full_leg_lifecycle_is_a_forward_story() -> None:
     assert events[-1].data["disposition"] == "answered"
 
 
-def test_caller_abandoned_while_parked_ends_unanswered() -> None:
-    """A leg that hangs up while parked ends no_answer; with no direction, it is not missed."""
+def test_caller_abandoned_while_parked_is_missed() -> None:
+    """An outside caller's leg that hangs up while parked is a missed call (after the window)."""
     events = story(state("CHANNEL_PARK"), state("CHANNEL_ANSWER"), state("CHANNEL_HANGUP_COMPLETE"))
+    assert types(events) == ["call.initiated", "call.ended", "call.missed"]
+    assert "disposition" not in events[1].data  # nothing says how it ended: not invented
+    assert events[2].data["direction"] == "inbound"
+    assert events[2].data["decided_by"] == "settle_window"
+
+
+def test_an_operator_leg_that_ends_unbridged_is_not_missed() -> None:
+    """An extension's own leg has no direction to infer: nothing is said missed."""
+    operator = {"number": "9001", "talkingToNumber": ""}
+    events = story(state("CHANNEL_CREATE", **operator), state("CHANNEL_HANGUP", **operator))
     assert types(events) == ["call.initiated", "call.ended"]
-    assert events[-1].data["disposition"] == "no_answer"
 
 
 def test_bridge_delivered_before_answer_still_opens_with_one_initiated() -> None:
@@ -134,10 +136,12 @@ def test_bridge_delivered_before_answer_still_opens_with_one_initiated() -> None
     assert types(events) == ["call.initiated", "call.answered"]
 
 
-def test_states_after_the_hangup_are_dropped() -> None:
-    """A bridge or a hold delivered after the leg ended does not reopen it."""
+def test_states_after_the_hangup_are_kept_flagged_late() -> None:
+    """A bridge or a hold delivered after the leg ended is kept with data.late; a late bridge
+    is still an answer, so the leg is not missed."""
     events = story(state("CHANNEL_HANGUP_COMPLETE"), state("CHANNEL_BRIDGE"), state("CHANNEL_HOLD"))
-    assert types(events) == ["call.initiated", "call.ended"]
+    assert types(events) == ["call.initiated", "call.ended", "call.answered", "call.held"]
+    assert [e.data.get("late") for e in events] == [None, None, True, True]
 
 
 @pytest.mark.parametrize("name", sorted(STATES))
@@ -179,7 +183,8 @@ def test_progress_and_early_media_are_one_ringing() -> None:
 def test_hangup_hangup_complete_and_destroy_end_the_leg_once() -> None:
     """FreeSWITCH's three end-of-leg events make one call.ended."""
     names = ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE", "CHANNEL_DESTROY")
-    assert types(story(*(state(name) for name in names))) == ["call.initiated", "call.ended"]
+    ended = [e for e in story(*(state(name) for name in names)) if e.type == "call.ended"]
+    assert len(ended) == 1
 
 
 def test_a_bridge_to_another_party_is_a_new_answer() -> None:
@@ -188,10 +193,24 @@ def test_a_bridge_to_another_party_is_a_new_answer() -> None:
     assert [e.data.get("target") for e in events] == [None, "9001", "9002"]
 
 
-def test_no_direction_or_from_to_is_invented() -> None:
-    """The message has no direction, so neither direction nor from/to is set."""
+def test_an_outside_callers_leg_is_inbound_inferred_and_from_to_are_not_invented() -> None:
+    """The message has no direction: an outside number's leg is inbound, marked inferred."""
     for event in run(state("CHANNEL_BRIDGE")):
-        assert not {"direction", "from", "to"} & set(event.data)
+        assert (event.data["direction"], event.data["direction_inferred"]) == ("inbound", True)
+        assert not {"from", "to"} & set(event.data)
+
+
+@pytest.mark.parametrize("name", ["CHANNEL_ORIGINATE", "CHANNEL_OUTGOING"])
+def test_a_leg_the_pbx_placed_is_outbound(name: str) -> None:
+    """A leg the PBX originated is outbound whoever its party is: never a missed call."""
+    (event,) = run(state(name))
+    assert event.data["direction"] == "outbound"
+
+
+def test_an_extensions_leg_gets_no_direction() -> None:
+    """An extension's leg may be an agent's leg of an inbound call: no direction is guessed."""
+    for event in run(state("CHANNEL_BRIDGE", number="9001", talkingToNumber="09891612004")):
+        assert "direction" not in event.data
 
 
 def test_the_receipt_time_is_the_event_time() -> None:

@@ -12,6 +12,7 @@ from bridge.events import Event
 from bridge.simulate.coral_streams import KINDS, Scenario, scenario, scenarios
 from bridge.vendors.base import Payload, SourceContext
 from bridge.vendors.coral_realtime import normalize
+from tests.callplay import Player
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -20,24 +21,20 @@ def ctx(received_at: datetime = START) -> SourceContext:
     return SourceContext(name="hq", vendor="coral", tz=UTC, received_at=received_at)
 
 
-def committed(leg: Scenario) -> list[Event]:
-    """The leg's call.* events as the bridge commits them, messages received a second apart.
-
-    Deduplicated by id (the outbox), then through the call state machine (the writer).
-    """
-    seen: set[str] = set()
-    prior: calls.CallState | None = None
-    out: list[Event] = []
+def played(leg: Scenario) -> Player:
+    """The leg's messages, received a second apart, through the outbox and the call fold; then
+    the settle window passes."""
+    player = Player()
     for n, (destination, body) in enumerate(leg.messages):
         payload = Payload(body=json.dumps(body).encode(), path=destination)
-        for event in normalize(payload, ctx(START + timedelta(seconds=n))):
-            if event.id in seen:
-                continue
-            seen.add(event.id)
-            step = calls.advance(prior, event)
-            prior = step.state
-            out.extend(step.emit)
-    return out
+        player.play(normalize(payload, ctx(START + timedelta(seconds=n))), now=float(n))
+    player.settle(now=float("inf"))
+    return player
+
+
+def committed(leg: Scenario) -> list[Event]:
+    """The leg's call.* events as the bridge commits them."""
+    return [event for event in played(leg).committed if calls.is_call_event(event)]
 
 
 def legs(seed: int = 7, n: int = 200) -> list[Scenario]:
@@ -53,8 +50,8 @@ def test_every_message_normalises_to_call_events_of_its_leg() -> None:
             assert {e.subject for e in events} == {f"call/{leg.call_id}"}
 
 
-def test_expected_types_match_the_bridge_call_state() -> None:
-    """Replayed through dedup and calls.advance, each leg commits exactly its expected types."""
+def test_expected_types_match_the_call_fold() -> None:
+    """Replayed through dedup, the call fold and the settle window: exactly the expected types."""
     for leg in legs():
         assert [e.type for e in committed(leg)] == leg.expected_types, leg.kind
 
@@ -88,14 +85,26 @@ def test_answered_inbound_leg_story() -> None:
     assert states == ["CHANNEL_PARK", "CHANNEL_ANSWER", "CHANNEL_BRIDGE", "CHANNEL_HANGUP_COMPLETE"]
     assert leg.expected_types == ["call.initiated", "call.answered", "call.ended"]
     assert committed(leg)[-1].data["disposition"] == "answered"
+    (record,) = played(leg).records.values()
+    assert (record.direction, record.missed) == ("inbound", False)
 
 
-def test_abandoned_leg_ends_unanswered_without_a_bridge() -> None:
-    """A caller who gives up while parked: no bridge, ended no_answer."""
-    leg = scenario("abandoned", random.Random(2))
-    assert "CHANNEL_BRIDGE" not in {body["state"] for _, body in leg.messages}
-    assert leg.expected_types == ["call.initiated", "call.ended"]
-    assert committed(leg)[-1].data["disposition"] == "no_answer"
+def test_abandoned_outside_caller_is_missed_after_the_settle_window() -> None:
+    """A caller from outside who gives up while parked: no bridge, so a missed inbound call,
+    said when the settle window passes (no record follows on this stream)."""
+    for seed in range(20):
+        leg = scenario("abandoned", random.Random(seed))
+        assert "CHANNEL_BRIDGE" not in {body["state"] for _, body in leg.messages}
+        assert leg.expected_types == ["call.initiated", "call.ended", "call.missed"]
+        player = Player()
+        for n, (destination, body) in enumerate(leg.messages):
+            payload = Payload(body=json.dumps(body).encode(), path=destination)
+            player.play(normalize(payload, ctx(START + timedelta(seconds=n))), now=float(n))
+        assert player.settle(now=float(len(leg.messages))) == []  # the window is still open
+        (missed,) = player.settle(now=float("inf"))
+        assert missed.type == "call.missed"
+        assert (missed.data["direction"], missed.data["decided_by"]) == ("inbound", "settle_window")
+        assert missed.data["direction_inferred"] is True
 
 
 def test_outbound_leg_rings_the_dialled_number() -> None:
@@ -108,6 +117,8 @@ def test_outbound_leg_rings_the_dialled_number() -> None:
             ["call.initiated", "call.ringing", "call.answered", "call.ended"],
             ["call.initiated", "call.ringing", "call.ended"],
         )
+        (record,) = played(leg).records.values()
+        assert not record.missed  # an operator's own leg (an extension's number): never missed
 
 
 def test_hold_leg_keeps_every_hold_and_unhold() -> None:

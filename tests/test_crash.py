@@ -71,3 +71,46 @@ async def test_sigterm_drains_and_exits_cleanly(tmp_path: Path) -> None:
     assert await daemon.stop() == 0
     assert any(line.get("event") == "stopped" for line in daemon.lines)
     assert stored_raws(tmp_path / "data") == [payload]
+
+
+def missed_rows(data_dir: Path) -> list[tuple[float, str]]:
+    """The committed call.missed events: (received_at, id)."""
+    with sqlite3.connect(data_dir / "outbox.sqlite3") as conn:
+        return conn.execute(
+            "SELECT received_at, id FROM events WHERE type = 'call.missed' ORDER BY seq"
+        ).fetchall()
+
+
+async def test_a_pending_miss_survives_sigkill_and_is_said_once_on_time(tmp_path: Path) -> None:
+    """Killed inside the settle window, restarted: one call.missed, not before it was due."""
+    data_dir = tmp_path / "data"
+    config = tmp_path / "bridge.toml"
+    config.write_text(
+        '[[sources]]\nname = "coocenter"\nvendor = "coocenter"\nmissed_settle_s = 2.0\n'
+    )
+    daemon = await DaemonProcess(data_dir, "--config", str(config)).start()
+    call = "1725845648.77"
+    ivr = {"event": "ivr", "uuid": call, "caller": "13800138000", "callType": "IN"}
+    hangup = {"event": "hangup", "uniqueid": call, "calleridnum": "13800138000"}
+    async with aiohttp.ClientSession() as http:
+        for push in (ivr, hangup):
+            async with http.post(f"{daemon.url}/ingest/coocenter", json=push) as response:
+                assert response.status == 200
+    await daemon.kill()  # well inside the 2 s window
+    with sqlite3.connect(data_dir / "outbox.sqlite3") as conn:
+        ((due,),) = conn.execute("SELECT missed_due_at FROM calls").fetchall()
+    assert due is not None
+    assert missed_rows(data_dir) == []
+
+    restarted = await DaemonProcess(data_dir, "--config", str(config)).start()
+    await until(lambda: missed_rows(data_dir) != [], timeout_s=20, what="the miss after restart")
+    await restarted.kill()  # and once more: the decision is not taken twice
+    again = await DaemonProcess(data_dir, "--config", str(config)).start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{again.url}/ingest/coocenter", json=hangup) as response:
+                assert response.status == 200  # a retransmission of the end, later
+    finally:
+        assert await again.stop() == 0
+    ((said_at, _),) = missed_rows(data_dir)
+    assert said_at >= due  # not before the window passed (and the wait above bounds how late)

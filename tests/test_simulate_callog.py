@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import io
 import random
+import time
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from bridge import calls
+from bridge import calls, cli
 from bridge.errors import ConfigError
+from bridge.events import rfc3339
+from bridge.simulate import callog
 from bridge.simulate.callog import IST, KINDS, run, scenario
 from bridge.simulate.common import Call, Report
 from bridge.vendors.base import Payload, SourceContext
 from bridge.vendors.callog import normalize
+from tests.callplay import Player, types
 
 START = 1_709_613_242.0
 CTX = SourceContext(
@@ -28,6 +33,14 @@ CTX = SourceContext(
 def plans(seed: int = 7, n: int = 200) -> list[Call]:
     rng = random.Random(seed)
     return [scenario(i, rng, start=START + i, tz=IST) for i in range(n)]
+
+
+def played(call: Call) -> Player:
+    """The call's log through the outbox, the call fold and the settle window."""
+    player = Player()
+    player.play([e for push in call.pushes for e in normalize(Payload(query=push), CTX)])
+    player.settle(now=float("inf"))
+    return player
 
 
 def test_every_request_normalises_to_one_call_completed() -> None:
@@ -43,25 +56,42 @@ def test_every_kind_is_played() -> None:
     assert {call.kind for call in plans(n=50)} == set(KINDS)
 
 
-def test_both_spellings_and_both_duration_formats_are_played() -> None:
-    """Runs use the sample URL's and the table's names, and seconds and H:MM:SS durations."""
+def test_every_spelling_and_both_duration_formats_are_played() -> None:
+    """Runs use the sample URL's, the table's and a production receiver's names (callernumber,
+    calltype), and seconds and H:MM:SS durations."""
     pushes = [call.pushes[0] for call in plans()]
     assert {"calllogid" in push for push in pushes} == {True, False}
+    callers = {
+        next(k for k in ("callnumber", "caller_number", "callernumber") if k in p) for p in pushes
+    }
+    assert callers == {"callnumber", "caller_number", "callernumber"}
+    assert {p.get("calltype") or p.get("call_type") for p in pushes} == {
+        None,
+        "incoming",
+        "outgoing",
+    }
     durations = [push.get("ivrduration") or push["total_call_duration"] for push in pushes]
     assert {":" in value for value in durations} == {True, False}
 
 
-def test_expected_types_match_the_bridge_call_state() -> None:
-    """The bridge's call state machine makes exactly expected_types of each call's request."""
+def test_expected_types_match_the_call_fold() -> None:
+    """The outbox, the call fold and the settle window make exactly expected_types of each log."""
     for call in plans():
-        state: calls.CallState | None = None
-        emitted: list[str] = []
-        for push in call.pushes:
-            for event in normalize(Payload(query=push), CTX):
-                step = calls.advance(state, event)
-                state = step.state
-                emitted.extend(e.type for e in step.emit)
-        assert emitted == call.expected_types, call.kind
+        story = [e for e in played(call).committed if calls.is_call_event(e)]
+        assert types(story) == call.expected_types, call.kind
+
+
+def test_missed_and_dropped_calls_are_missed_by_the_logs_word() -> None:
+    """The log itself says nobody answered: missed at once; an outgoing call is never missed."""
+    for call in plans():
+        (record,) = played(call).records.values()
+        assert record.direction == ("outbound" if call.kind == "outbound" else "inbound")
+        assert record.missed == (call.kind in ("missed", "dropped")), call.kind
+        if record.missed:
+            assert record.missed_by == "record"
+    outgoing = [call.pushes[0] for call in plans() if call.kind == "outbound"]
+    assert {p.get("calltype") or p.get("call_type") for p in outgoing} == {"outgoing"}
+    assert {p.get("callstatus") or p.get("call_status") for p in outgoing} == {"ANSWER", "MISSED"}
 
 
 def test_the_log_ends_when_it_is_sent() -> None:
@@ -70,6 +100,34 @@ def test_the_log_ends_when_it_is_sent() -> None:
     (push,) = scenario(0, rng, start=START, tz=IST).pushes
     (event,) = normalize(Payload(query=push), CTX)
     assert event.time == "2024-03-05T04:34:02Z"
+
+
+@pytest.mark.parametrize("zone", [UTC, IST, ZoneInfo("America/New_York")])
+def test_date_and_time_are_in_the_given_zone(zone: tzinfo) -> None:
+    """Read in the zone it was played in (the source's), every log ends when it is sent."""
+    ctx = SourceContext(
+        name="ivr", vendor="callog", tz=zone, received_at=datetime.fromtimestamp(START, UTC)
+    )
+    rng = random.Random(4)
+    for n in range(50):
+        (push,) = scenario(n, rng, start=START + n, tz=zone).pushes
+        (event,) = normalize(Payload(query=push), ctx)
+        assert event.time == rfc3339(datetime.fromtimestamp(START + n, UTC))
+
+
+def test_cli_passes_the_timezone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`simulate callog --timezone Asia/Kolkata` plays IST; without it, UTC (the default
+    source's zone)."""
+    zones: list[str] = []
+
+    async def fake_run(**kwargs: Any) -> Report:
+        zones.append(str(kwargs["tz"]))
+        return Report()
+
+    monkeypatch.setattr(callog, "run", fake_run)
+    assert cli.main(["simulate", "callog", "--timezone", "Asia/Kolkata"]) == 0
+    assert cli.main(["simulate", "callog"]) == 0
+    assert zones == ["Asia/Kolkata", "UTC"]
 
 
 def test_calls_of_a_run_have_distinct_ids() -> None:
@@ -137,6 +195,19 @@ async def test_run_sends_each_call_log_as_a_get_with_the_token(
     assert sorted(sorted(query.items()) for _, query in received) == sorted(
         sorted(push.items()) for push in planned
     )
+
+
+async def test_run_plays_utc_by_default(
+    bridge_url: str, received: list[tuple[str, dict[str, str]]]
+) -> None:
+    """run() without tz writes UTC local times (the bridge's default source zone): read so,
+    each log ends about now."""
+    await play(bridge_url, calls=5)
+    ctx = SourceContext(name="ivr", vendor="callog", tz=UTC, received_at=datetime.now(UTC))
+    for _, query in received:
+        (event,) = normalize(Payload(query=query), ctx)
+        ended = datetime.fromisoformat(event.time).timestamp()
+        assert abs(ended - time.time()) < 60
 
 
 async def test_run_without_a_token_sends_only_the_fields(

@@ -13,57 +13,93 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from bridge import calls
+from bridge import calls, cli
 from bridge.errors import ConfigError
 from bridge.events import Event
-from bridge.simulate.coocenter import KINDS, Call, Report, run, scenario
+from bridge.simulate import coocenter
+from bridge.simulate.common import Call, Report
+from bridge.simulate.coocenter import KINDS, DialStatus, run, scenario
 from bridge.sources.auth import webkey_for
 from bridge.vendors.base import Payload, SourceContext
 from bridge.vendors.coocenter import normalize
+from tests.callplay import Player, types
 
 START = 1_700_000_000.0
 CTX = SourceContext(
     name="hq", vendor="coocenter", tz=UTC, received_at=datetime.fromtimestamp(START, UTC)
 )
+# The keys of each push in Zycoo's API book (OpenVoIP/coocenter-api-gitbook, the push page).
+BOOK_KEYS = {
+    "dialbegein": {
+        "event", "timestamp", "channel", "calleridnum", "destchannel", "destcalleridnum",
+        "destuniqueid", "dialstring", "uniqueid", "mac",
+    },
+    "dialend": {
+        "event", "timestamp", "channel", "calleridnum", "destchannel", "destcalleridnum",
+        "uniqueid", "dialstatus",
+    },
+    "hangup": {
+        "event", "calleridnum", "calleridname", "connectedlinenum", "connectedlinename",
+        "uniqueid",
+    },
+    "extensionstatus": {"event", "exten", "status", "statustext"},
+    "ivr": {
+        "event", "uuid", "caller", "called", "callType", "queueCode", "startTime", "endTime",
+        "duration", "ivrId", "ivrName", "ivrDtmf", "trunkNumber", "mac",
+    },
+    "cc_cdr": {
+        "event", "uuid", "caller", "called", "queueCode", "agentCode", "callType", "cdrState",
+        "hangupSide", "hangupCause", "startTime", "endTime", "duration", "queueTime",
+        "feedbackTime", "ivrTime", "ringTime", "holdTime", "pauseTime", "talkingTime",
+        "voicemailState", "ivrId", "ivrName", "ivrDtmf", "fwType", "score", "trunkNumber",
+        "forwardNumber", "filePath", "missCause", "mac",
+    },
+    "cdr": {
+        "event", "callerid", "source", "destination", "starttime", "answertime", "endtime",
+        "disposition", "duration", "billableseconds", "calltype", "recordfile", "uniqueid",
+    },
+}  # fmt: skip
 
 
-def plans(seed: int = 7, n: int = 200) -> list[Call]:
+def plans(seed: int = 7, n: int = 200, dialstatus: DialStatus = "zycoo") -> list[Call]:
     rng = random.Random(seed)
-    return [scenario(i, rng, start=START + i) for i in range(n)]
+    return [scenario(i, rng, start=START + i, dialstatus=dialstatus) for i in range(n)]
 
 
-def committed(call: Call) -> list[Event]:
-    """The call's events as the outbox keeps them: first of each id, call.* only."""
-    seen: set[str] = set()
-    kept = []
-    for push in call.pushes:
-        for event in normalize(Payload(body=json.dumps(push).encode()), CTX):
-            if event.id not in seen and calls.is_call_event(event):
-                seen.add(event.id)
-                kept.append(event)
-    return kept
+def normalised(call: Call) -> list[Event]:
+    return [e for p in call.pushes for e in normalize(Payload(body=json.dumps(p).encode()), CTX)]
 
 
-def by_the_rules(events: list[Event]) -> list[str]:
-    """call.initiated and call.ended once; call.missed after call.ended if inbound unanswered."""
-    types: list[str] = []
-    direction: str | None = None
-    for event in events:
-        direction = direction or event.data.get("direction")
-        if event.type in ("call.initiated", "call.ended") and event.type in types:
-            continue
-        types.append(event.type)
-        unanswered = "call.answered" not in types
-        if event.type == "call.ended" and direction == "inbound" and unanswered:
-            types.append("call.missed")
-    return types
+def played(call: Call) -> Player:
+    """The call's pushes through the bridge's rules: the outbox, the call fold, the window."""
+    player = Player()
+    player.play(normalised(call), now=0.0)
+    player.settle(now=float("inf"))
+    return player
+
+
+def story(call: Call) -> list[str]:
+    return types(e for e in played(call).committed if calls.is_call_event(e))
+
+
+def record(call: Call) -> calls.Record:
+    (found,) = played(call).records.values()
+    return found
 
 
 def test_every_push_normalises() -> None:
-    """Every push of every kind of call is a valid CooCenter payload for the normaliser."""
+    """Every push of every kind of call, in both dialstatus sets, is a valid CooCenter payload."""
+    for dialstatus in coocenter.DIALSTATUSES:
+        for call in plans(dialstatus=dialstatus):
+            for push in call.pushes:
+                assert normalize(Payload(body=json.dumps(push).encode()), CTX)
+
+
+def test_pushes_have_the_books_keys() -> None:
+    """Each push has exactly the keys of its sample in Zycoo's book (its spelling of dialbegein)."""
     for call in plans():
         for push in call.pushes:
-            assert normalize(Payload(body=json.dumps(push).encode()), CTX)
+            assert set(push) == BOOK_KEYS[push["event"]], push["event"]
 
 
 def test_every_kind_is_played() -> None:
@@ -71,22 +107,106 @@ def test_every_kind_is_played() -> None:
     assert {call.kind for call in plans(n=50)} == set(KINDS)
 
 
-def test_expected_types_follow_the_call_rules() -> None:
-    """expected_types is what the normalised pushes give after the call-state rules."""
-    for call in plans():
-        assert by_the_rules(committed(call)) == call.expected_types, call.kind
+@pytest.mark.parametrize("dialstatus", ["zycoo", "asterisk"])
+def test_expected_types_match_the_call_fold(dialstatus: DialStatus) -> None:
+    """The outbox, the call fold and the settle window commit exactly expected_types, in order."""
+    for call in plans(dialstatus=dialstatus):
+        assert story(call) == call.expected_types, call.kind
 
 
-def test_expected_types_match_the_bridge_call_state() -> None:
-    """The bridge's own call state machine emits exactly expected_types, in order."""
+def test_zycoo_dialends_say_hangup_and_never_answer() -> None:
+    """By default every dialend says "hangup" (the book's value): no call.answered, no verdict."""
     for call in plans():
-        state: calls.CallState | None = None
-        emitted: list[str] = []
-        for event in committed(call):
-            step = calls.advance(state, event)
-            state = step.state
-            emitted.extend(e.type for e in step.emit)
-        assert emitted == call.expected_types, call.kind
+        dialends = [p for p in call.pushes if p["event"] == "dialend"]
+        assert {p["dialstatus"] for p in dialends} <= {"hangup"}
+        for event in normalised(call):
+            if event.vendorevent == "dialend":
+                assert (event.type, event.subject) == ("raw.unmapped", f"call/{call.call_id}")
+        assert "call.answered" not in call.expected_types
+        assert "call.ringing_ended" not in call.expected_types
+
+
+def test_zycoo_answered_dial_ends_when_the_agent_hangs_up() -> None:
+    """The answered agent's dialend comes as the agent hangs up: after the talk, before hangup."""
+    answered = [call for call in plans() if call.kind == "answered"]
+    assert answered
+    for call in answered:
+        names = [p["event"] for p in call.pushes if p["event"] != "extensionstatus"]
+        assert names[-4:] == ["dialend", "hangup", "cdr", "cc_cdr"]
+        cc = next(p for p in call.pushes if p["event"] == "cc_cdr")
+        last = [p for p in call.pushes if p["event"] == "dialend"][-1]
+        began = next(
+            p
+            for p in call.pushes
+            if p["event"] == "dialbegein" and p["destcalleridnum"] == last["destcalleridnum"]
+        )
+        assert last["destcalleridnum"] == cc["agentCode"]
+        assert float(last["timestamp"]) - float(began["timestamp"]) >= int(cc["talkingTime"])
+
+
+def test_the_records_decide_answered_without_a_live_answer() -> None:
+    """With Zycoo's values the cdr and cc_cdr alone tell answered calls from missed ones."""
+    for call in plans():
+        found = record(call)
+        answered = call.kind in ("answered", "transfer", "outbound")
+        assert (found.answered, found.missed) == (answered, not answered), call.kind
+        if not answered:
+            assert found.missed_by == "record"  # decided at once, not by the settle window
+
+
+def test_asterisk_dialstatus_plays_answer_noanswer_and_cancel() -> None:
+    """dialstatus="asterisk": ANSWER gives call.answered, NOANSWER and CANCEL ringing_ended."""
+    run_ = plans(dialstatus="asterisk")
+    statuses = {p["dialstatus"] for c in run_ for p in c.pushes if p["event"] == "dialend"}
+    assert statuses == {"ANSWER", "NOANSWER", "CANCEL"}
+    for call in run_:
+        answers = call.expected_types.count("call.answered")
+        assert answers == {"transfer": 2, "answered": 1, "outbound": 1}.get(call.kind, 0)
+        if answers:
+            assert call.expected_types.index("call.answered") < call.expected_types.index(
+                "call.ended"
+            )
+        assert record(call).missed == (answers == 0)
+
+
+def test_every_inbound_call_has_a_cc_cdr_of_its_outcome() -> None:
+    """Inbound calls get one cc_cdr: bridged with talk time, queue with a missCause, or ivr."""
+    causes = set()
+    for call in plans():
+        (cc,) = (p for p in call.pushes if p["event"] == "cc_cdr")
+        if call.kind == "outbound":
+            assert cc["callType"] == "outgoing"
+            continue
+        assert cc["callType"] == "incoming"
+        if call.kind in ("answered", "transfer"):
+            assert (cc["cdrState"], cc["missCause"]) == ("bridged", "")
+            assert int(cc["talkingTime"]) > 0
+        elif call.kind == "missed_queue":
+            assert cc["cdrState"] == "queue"
+            assert int(cc["talkingTime"]) == 0
+            # The book: MEMBER_CANCEL is a caller who hung up within 10 s of queueing.
+            assert (cc["missCause"] == "MEMBER_CANCEL") == (int(cc["queueTime"]) < 10)
+            causes.add(cc["missCause"])
+        else:
+            assert (cc["cdrState"], cc["missCause"], cc["queueCode"]) == ("ivr", "", "")
+    assert causes == {"MEMBER_CANCEL", "NO_AGENT_ANSWER"}
+
+
+def test_the_cdr_says_answered_when_the_ivr_answered() -> None:
+    """The channel cdr says ANSWERED of a call the IVR took, though nobody did; else NO ANSWER."""
+    dispositions = set()
+    for call in plans():
+        cdr = next(p for p in call.pushes if p["event"] == "cdr")
+        via_ivr = any(p["event"] == "ivr" for p in call.pushes)
+        if call.kind == "missed_queue":
+            dispositions.add((via_ivr, cdr["disposition"]))
+            if via_ivr:
+                assert cdr["disposition"] == "ANSWERED"
+        if call.kind == "ivr_only":
+            assert via_ivr
+            assert cdr["disposition"] == "ANSWERED"
+            assert "call.missed" in call.expected_types
+    assert dispositions == {(True, "ANSWERED"), (False, "ANSWERED"), (False, "NO ANSWER")}
 
 
 def test_calls_of_a_run_have_distinct_ids() -> None:
@@ -101,12 +221,21 @@ def test_scenarios_are_deterministic_for_a_seed() -> None:
     assert plans(seed=3) != plans(seed=4)
 
 
-def test_ivr_only_call_is_answered_by_the_cdr_but_missed() -> None:
-    """An IVR-only call's cdr says ANSWERED, yet the bridge must report it missed."""
-    call = next(call for call in plans() if call.kind == "ivr_only")
-    cdr = next(push for push in call.pushes if push["event"] == "cdr")
-    assert cdr["disposition"] == "ANSWERED"
-    assert "call.missed" in call.expected_types
+def test_cli_passes_dialstatus_and_timezone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`simulate coocenter --dialstatus asterisk --timezone Asia/Shanghai` reaches run()."""
+    seen: dict[str, Any] = {}
+
+    async def fake_run(**kwargs: Any) -> Report:
+        seen.update(kwargs)
+        return Report()
+
+    monkeypatch.setattr(coocenter, "run", fake_run)
+    argv = ["simulate", "coocenter", "--dialstatus", "asterisk", "--timezone", "Asia/Shanghai"]
+    assert cli.main(argv) == 0
+    assert (seen["dialstatus"], str(seen["tz"])) == ("asterisk", "Asia/Shanghai")
+    assert cli.main(["simulate", "coocenter"]) == 0
+    assert (seen["dialstatus"], str(seen["tz"])) == ("zycoo", "UTC")
+    assert cli.main(["simulate", "coocenter", "--timezone", "Mars/Olympus"]) != 0
 
 
 Responder = Callable[[dict[str, Any], int], int]
@@ -171,8 +300,11 @@ async def test_run_retransmits_until_acknowledged(
     """A push answered 503 is sent again until a 2xx, like the PBX's 2-second retry."""
     respond[0] = lambda push, seen: 503 if seen == 1 else 200
     report, _ = await play(bridge_url)
-    assert report.retransmitted == report.acked == len(report.acked_payloads)
-    assert report.statuses == {"200": report.acked, "503": report.acked}
+    # An extension's state push can repeat byte for byte: only its first send is refused.
+    first_sends = len({json.dumps(push) for push in report.acked_payloads})
+    assert report.retransmitted == first_sends
+    assert report.acked == len(report.acked_payloads)
+    assert report.statuses == {"200": report.acked, "503": first_sends}
     assert report.failed == 0
 
 
@@ -219,6 +351,20 @@ async def test_run_prints_a_line_per_call_and_a_summary(bridge_url: str) -> None
     assert all(" pushes=" in line and " acked=" in line for line in lines[:3])
     assert lines[3].startswith("calls=3 ")
     assert f"acked={report.acked}" in lines[3]
+
+
+async def test_run_sends_asterisk_dialstatus_when_asked(
+    bridge_url: str, received: list[tuple[dict[str, Any], str | None]]
+) -> None:
+    """run(dialstatus="asterisk") sends Asterisk's values; the default sends Zycoo's "hangup"."""
+    await play(bridge_url, calls=6, dialstatus="asterisk")
+    asterisk = {p["dialstatus"] for p, _ in received if p["event"] == "dialend"}
+    received.clear()
+    await play(bridge_url, calls=6)
+    zycoo = {p["dialstatus"] for p, _ in received if p["event"] == "dialend"}
+    assert asterisk <= {"ANSWER", "NOANSWER", "CANCEL"}
+    assert "ANSWER" in asterisk
+    assert zycoo == {"hangup"}
 
 
 async def test_run_refuses_a_bridge_off_loopback() -> None:

@@ -20,6 +20,7 @@ from bridge.simulate.common import Call, Report
 from bridge.simulate.coral import KINDS, api_of, path_for, run, scenario
 from bridge.vendors.base import Payload, SourceContext
 from bridge.vendors.coral import normalize
+from tests.callplay import Player, types
 
 START = 1_700_000_000.0
 CTX = SourceContext(
@@ -76,17 +77,29 @@ def test_pushes_go_to_both_the_source_url_and_per_api_paths() -> None:
     assert paths == {"", "incomingcall", "extstatechangeevent", "cdrevent", "pbxhealthstatus"}
 
 
-def test_expected_types_match_the_bridge_call_state() -> None:
-    """The bridge's own call state machine emits exactly expected_types, in order."""
+def played(call: Call) -> Player:
+    """The call's pushes through the outbox, the call fold and the settle window."""
+    player = Player()
+    player.play([event for push in call.pushes for event in normalised(push)], now=0.0)
+    player.settle(now=float("inf"))
+    return player
+
+
+def test_expected_types_match_the_call_fold() -> None:
+    """The outbox, the call fold and the settle window commit exactly expected_types, in order."""
     for call in plans():
-        state: calls.CallState | None = None
-        emitted: list[str] = []
-        for event in committed(call):
-            assert event.subject == f"call/{call.call_id}"
-            step = calls.advance(state, event)
-            state = step.state
-            emitted.extend(e.type for e in step.emit)
-        assert emitted == call.expected_types, call.kind
+        assert {event.subject for event in committed(call)} == {f"call/{call.call_id}"}
+        story = [event for event in played(call).committed if calls.is_call_event(event)]
+        assert types(story) == call.expected_types, call.kind
+
+
+def test_a_missed_call_is_missed_by_its_cdr() -> None:
+    """The cdrevent says NO ANSWER of an inbound call: missed at once, by the record's word."""
+    for call in plans():
+        (record,) = played(call).records.values()
+        assert record.missed == (call.kind == "missed"), call.kind
+        if record.missed:
+            assert record.missed_by == "record"
 
 
 @pytest.mark.parametrize(

@@ -165,7 +165,9 @@ async def test_simulated_streams_produce_the_expected_call_stories(tmp_path: Pat
     plans = coral_streams.scenarios(random.Random(9), count=12, group="778")
     expected = {f"call/{plan.call_id}": plan.expected_types for plan in plans}
     async with RealtimeServer(heartbeat_ms=(100, 100)) as server:
-        async with Daemon(daemon_config(tmp_path, sources=[realtime(server.url)])) as daemon:
+        # No settle window: an abandoned outside caller's call.missed follows its end at once.
+        source = {**realtime(server.url), "missed_settle_s": 0}
+        async with Daemon(daemon_config(tmp_path, sources=[source])) as daemon:
             await until(lambda: server.subscribers == 1, what="subscription")
             for plan in plans:
                 for destination, message in plan.messages:

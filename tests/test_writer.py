@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
@@ -14,9 +16,9 @@ from bridge.config import StorageConfig
 from bridge.errors import OutboxError, OverloadedError
 from bridge.events import decode
 from bridge.store import schema
-from bridge.store.commit import LOAD_CALLS_SQL, Committed
+from bridge.store.commit import DUE_CALLS_SQL, LOAD_CALLS_SQL, Committed
 from bridge.store.writer import Writer
-from tests.conftest import call_event, other_event
+from tests.conftest import call_event, other_event, until
 
 
 def rows(
@@ -65,20 +67,84 @@ async def test_concurrent_duplicates_are_committed_once(
     assert len(rows(storage)) == 1
 
 
+# The test events' source: call_event() makes them for source "hq" of vendor "test".
+SOURCE = "/test/hq"
+
+
+@pytest.fixture
+async def decisive(storage: StorageConfig, hub: Hub) -> AsyncIterator[Writer]:
+    """A writer whose missed-call settle window is 0: a miss is decided with the end."""
+    async with Writer(storage, hub.publish, settle_s={SOURCE: 0.0}) as running:
+        yield running
+
+
 async def test_call_state_is_updated_in_the_same_transaction(
-    writer: Writer, storage: StorageConfig
+    decisive: Writer, storage: StorageConfig
 ) -> None:
     """The calls row reflects what was committed, with first and last seq."""
-    await writer.submit(
+    await decisive.submit(
         [call_event("call.initiated", direction="inbound"), call_event("call.ringing", n=1)]
     )
-    await writer.submit([call_event("call.ended", n=2)])
+    await decisive.submit([call_event("call.ended", n=2)])
     types = [r[2] for r in rows(storage)]
     assert types == ["call.initiated", "call.ringing", "call.ended", "call.missed"]
     (call,) = rows(
-        storage, "SELECT state, answered, direction, missed, first_seq, last_seq FROM calls"
+        storage,
+        "SELECT state, answered, direction, missed, first_seq, last_seq, missed_due_at FROM calls",
     )
-    assert call == (3, 0, "inbound", 1, 1, 4)
+    assert call == (3, 0, "inbound", 1, 1, 4, None)
+
+
+async def test_settle_window_decides_the_miss_later_in_its_own_commit(
+    storage: StorageConfig, hub: Hub
+) -> None:
+    """With a window, the end commits alone; the miss follows when the window has passed."""
+    async with Writer(storage, hub.publish, settle_s={SOURCE: 0.2}) as writer:
+        await writer.submit([call_event("call.initiated", direction="inbound")])
+        await writer.submit([call_event("call.ended", n=1)])
+        assert [r[2] for r in rows(storage)] == ["call.initiated", "call.ended"]
+        (due,) = rows(storage, "SELECT missed_due_at FROM calls")[0]
+        assert due is not None
+        await until(lambda: len(rows(storage)) == 3, what="the settled miss")
+    assert [r[2] for r in rows(storage)][-1] == "call.missed"
+    assert rows(storage, "SELECT missed, missed_due_at FROM calls") == [(1, None)]
+    assert writer.tally.missed == 1
+
+
+async def test_an_answer_inside_the_window_cancels_the_miss(
+    storage: StorageConfig, hub: Hub
+) -> None:
+    """PortSIP's call_ended before call_established: the late answer wins, nothing is missed."""
+    async with Writer(storage, hub.publish, settle_s={SOURCE: 3600.0}) as writer:
+        await writer.submit([call_event("call.initiated", direction="inbound")])
+        await writer.submit([call_event("call.ended", n=1)])
+        await writer.submit([call_event("call.answered", n=2, target="108")])
+        assert writer.tally.late == 1
+    assert rows(storage, "SELECT answered, missed, missed_due_at FROM calls") == [(1, 0, None)]
+
+
+async def test_a_pending_miss_survives_a_restart_and_is_said_once(
+    storage: StorageConfig, hub: Hub
+) -> None:
+    """The decision lives in the calls row: a writer reopened after the due time says it once."""
+    async with Writer(storage, hub.publish, settle_s={SOURCE: 0.3}) as writer:
+        await writer.submit([call_event("call.initiated", direction="inbound")])
+        await writer.submit([call_event("call.ended", n=1)])
+    assert [r[2] for r in rows(storage)] == ["call.initiated", "call.ended"]
+    async with Writer(storage, hub.publish, settle_s={SOURCE: 0.3}) as writer:
+        await until(lambda: len(rows(storage)) == 3, what="the miss after the restart")
+    async with Writer(storage, hub.publish, settle_s={SOURCE: 0.3}) as writer:
+        await writer.submit([call_event("call.ended", n=1)])  # a retransmission, later
+    assert [r[2] for r in rows(storage)] == ["call.initiated", "call.ended", "call.missed"]
+
+
+async def test_the_fold_counts_what_it_absorbed(decisive: Writer) -> None:
+    """Duplicates, late and folded events are counted for /metrics."""
+    await decisive.submit([call_event("call.initiated", direction="outbound")])
+    await decisive.submit([call_event("call.ended", n=1), call_event("call.ended", n=2)])
+    await decisive.submit([call_event("call.ringing", n=3), call_event("call.ringing", n=3)])
+    tally = decisive.tally
+    assert (tally.duplicates, tally.folded, tally.late) == (1, 1, 1)
 
 
 async def test_commit_failure_writes_nothing_and_fails_every_waiter(
@@ -104,7 +170,7 @@ async def test_commit_failure_writes_nothing_and_fails_every_waiter(
 
 
 async def test_commit_failure_does_not_advance_call_state(
-    writer: Writer, storage: StorageConfig
+    decisive: Writer, storage: StorageConfig
 ) -> None:
     """A rolled-back call event leaves the call as it was, so its retry is applied in full."""
     with sqlite3.connect(storage.path) as conn:
@@ -112,12 +178,12 @@ async def test_commit_failure_does_not_advance_call_state(
             "CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.type = 'call.missed'"
             " BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
         )
-    await writer.submit([call_event("call.initiated", direction="inbound")])
+    await decisive.submit([call_event("call.initiated", direction="inbound")])
     with pytest.raises(OutboxError):
-        await writer.submit([call_event("call.ended", n=1)])
+        await decisive.submit([call_event("call.ended", n=1)])
     with sqlite3.connect(storage.path) as conn:
         conn.execute("DROP TRIGGER poison")
-    await writer.submit([call_event("call.ended", n=1)])
+    await decisive.submit([call_event("call.ended", n=1)])
     assert [r[2] for r in rows(storage)] == ["call.initiated", "call.ended", "call.missed"]
 
 
@@ -176,3 +242,33 @@ def test_call_state_lookup_uses_the_primary_key(tmp_path: Path) -> None:
     plan = conn.execute(f"EXPLAIN QUERY PLAN {sql}", ("/x/y", "call/1", "call/2")).fetchall()
     conn.close()
     assert "SCAN" not in " ".join(str(row) for row in plan)
+
+
+def test_due_misses_are_found_by_index(tmp_path: Path) -> None:
+    """Finding the misses that fall due is an index search, whatever the number of calls."""
+    conn = schema.connect(str(tmp_path / "o.sqlite3"))
+    schema.migrate(conn)
+    plan = conn.execute(f"EXPLAIN QUERY PLAN {DUE_CALLS_SQL}", (1.0, 10)).fetchall()
+    conn.close()
+    assert "calls_missed_due_at" in " ".join(str(row) for row in plan)
+
+
+async def test_call_rows_from_before_the_fold_keep_their_story(
+    storage: StorageConfig, hub: Hub
+) -> None:
+    """A call row written by schema 3 (no record) still ends once and is missed once."""
+    os.makedirs(storage.data_dir)
+    conn = schema.connect(str(storage.path))
+    conn.executescript(schema.MIGRATIONS[0] + schema.MIGRATIONS[1] + schema.MIGRATIONS[2])
+    conn.execute("PRAGMA user_version=3")
+    conn.execute(
+        "INSERT INTO calls (source, subject, state, answered, direction, missed, first_seq,"
+        " last_seq, updated_at) VALUES (?, 'call/c1', 1, 0, 'inbound', 0, 1, 1, 0)",
+        (SOURCE,),
+    )
+    conn.close()
+    async with Writer(storage, hub.publish, settle_s={SOURCE: 0.0}) as writer:
+        added = await writer.submit([call_event("call.ended", n=5)])
+        again = await writer.submit([call_event("call.ended", n=6)])
+    assert [decode(c.body).type for c in added] == ["call.ended", "call.missed"]
+    assert again == []

@@ -52,23 +52,23 @@ def unauthorized() -> web.Response:
     return response
 
 
-class _BadQuery(Exception):
+class BadQuery(Exception):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(problem)
         self.field = field
         self.problem = problem
 
 
-def _int_param(request: web.Request, name: str, default: int, *, lo: int, hi: int) -> int:
+def int_param(request: web.Request, name: str, default: int, *, lo: int, hi: int) -> int:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise _BadQuery(name, f"expected an integer, got {raw!r}") from None
+        raise BadQuery(name, f"expected an integer, got {raw!r}") from None
     if not lo <= value <= hi:
-        raise _BadQuery(name, f"must be between {lo} and {hi}, got {value}")
+        raise BadQuery(name, f"must be between {lo} and {hi}, got {value}")
     return value
 
 
@@ -84,10 +84,10 @@ async def _start_after(request: web.Request) -> int:
     last_id = request.headers.get("Last-Event-ID")
     if last_id:
         if not last_id.isdigit():
-            raise _BadQuery("Last-Event-ID", f"expected a seq, got {last_id!r}")
+            raise BadQuery("Last-Event-ID", f"expected a seq, got {last_id!r}")
         return int(last_id)
     if request.query.get("after"):
-        return _int_param(request, "after", 0, lo=0, hi=2**63 - 1)
+        return int_param(request, "after", 0, lo=0, hi=2**63 - 1)
     return await request.app[READER].head()
 
 
@@ -96,9 +96,9 @@ async def list_events(request: web.Request) -> web.StreamResponse:
         return unauthorized()
     config = request.app[API_CONFIG]
     try:
-        after = _int_param(request, "after", 0, lo=0, hi=2**63 - 1)
-        limit = _int_param(request, "limit", 100, lo=1, hi=config.page_limit_max)
-    except _BadQuery as exc:
+        after = int_param(request, "after", 0, lo=0, hi=2**63 - 1)
+        limit = int_param(request, "limit", 100, lo=1, hi=config.page_limit_max)
+    except BadQuery as exc:
         return error(400, "invalid_query", exc.problem, field=exc.field)
     page = await request.app[READER].page(after=after, limit=limit, types=_types(request))
     # The bodies are stored encoded: splice them rather than decode and re-encode.
@@ -116,7 +116,7 @@ async def _opening(request: web.Request) -> int | web.Response:
         return unauthorized()
     try:
         return await _start_after(request)
-    except _BadQuery as exc:
+    except BadQuery as exc:
         return error(400, "invalid_query", exc.problem, field=exc.field)
 
 

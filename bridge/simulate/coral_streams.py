@@ -1,17 +1,18 @@
 """Realistic Coral realtime channel-state streams: seeded call scenarios, pure (no I/O).
 
 Each scenario is one leg's STOMP messages in publish order, as ``(destination, body)`` pairs, and
-the ``call.*`` types a correct bridge commits for it (after the outbox's dedup by id and the
-writer's call state, :func:`bridge.calls.advance`). The bodies have the keys of the document's
-C# client (``uuid``, ``name``, ``number``, ``state``, ``topic``, ``subTopic``,
+the ``call.*`` types a correct bridge commits for it (after the outbox's dedup by id, the call
+fold of :mod:`bridge.calls`, and the missed-call settle window). The bodies have the keys of
+the document's C# client (``uuid``, ``name``, ``number``, ``state``, ``topic``, ``subTopic``,
 ``talkingToNumber``); their states follow FreeSWITCH's order for the leg. A leg enters the
 operator console's topic (``/topic/OC_<group>``: the console takes name and number from there)
 and its later states come on ``/topic/STATE_UPDATE``; now and then a state is published on both
 topics, which the bridge must count once. Hold and unhold are never doubled that way: each
 receipt of one is its own event (see :mod:`bridge.vendors.coral_realtime`).
 
-No scenario is missed: the messages carry no direction, so the bridge derives no ``call.missed``
-from them (an abandoned caller ends with ``disposition`` ``no_answer`` instead).
+The messages carry no direction: the bridge infers one from the leg's own number. An inbound
+leg's number is the outside caller's, so an abandoned caller (no bridge to an operator) is a
+missed call once the settle window passes; an operator's leg out is an extension's, so no miss.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ def scenario(kind: Kind, rng: random.Random, *, group: str = "778") -> Scenario:
                 leg.send("CHANNEL_HOLD", "call.held")
                 leg.send("CHANNEL_UNHOLD", "call.resumed")
         leg.send("CHANNEL_HANGUP_COMPLETE", "call.ended")
+        if kind == "abandoned":  # nothing more comes: the settle window decides the miss
+            leg.expected.append("call.missed")
     return Scenario(
         kind=kind, call_id=leg.call_id, messages=leg.messages, expected_types=leg.expected
     )

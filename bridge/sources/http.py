@@ -11,7 +11,7 @@ import ipaddress
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import datetime
 
 import structlog
 from aiohttp import web
@@ -22,7 +22,7 @@ from bridge.quarantine import Quarantine
 from bridge.sources import auth
 from bridge.store.reader import Reader
 from bridge.store.writer import Writer
-from bridge.vendors.base import Payload, SourceContext, Vendor
+from bridge.vendors.base import Payload, SourceContext, Vendor, at, context_template
 from bridge.vendors.registry import VENDORS
 
 log = structlog.get_logger("bridge.ingest")
@@ -33,7 +33,7 @@ class Source:
     config: SourceConfig
     vendor: Vendor
     authenticator: auth.Authenticator
-    tz: tzinfo
+    context: SourceContext  # the template: each payload's is at(context, received_at)
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     secret_param: str | None  # a query parameter carrying a credential, dropped from payloads
 
@@ -56,7 +56,7 @@ class Ingest:
                 config=source,
                 vendor=VENDORS[source.vendor],
                 authenticator=auth.build(source.auth, source.tz, clock),
-                tz=source.tz,
+                context=context_template(source, source.vendor),
                 networks=source.networks,
                 secret_param=source.auth.query if isinstance(source.auth, AuthToken) else None,
             )
@@ -74,13 +74,7 @@ class Ingest:
         return source.vendor, self._context(source, received_at)
 
     def _context(self, source: Source, received_at: datetime) -> SourceContext:
-        return SourceContext(
-            name=source.config.name,
-            vendor=source.vendor.name,
-            tz=source.tz,
-            received_at=received_at,
-            extension_max_digits=source.config.extension_max_digits,
-        )
+        return at(source.context, received_at)
 
     def add_routes(self, app: web.Application) -> None:
         for path in ("/ingest/{source}", "/ingest/{source}/{tail:.*}"):

@@ -31,7 +31,7 @@ from bridge.events import Event, make_event
 from bridge.sources import stomp_codec as codec
 from bridge.store.commit import Committed
 from bridge.store.writer import Writer
-from bridge.vendors.base import Normalizer, Payload, SourceContext
+from bridge.vendors.base import Normalizer, Payload, SourceContext, at, context_template
 
 log = structlog.get_logger("bridge.stomp")
 
@@ -87,6 +87,7 @@ class StompSource:
         self._writer = writer
         self._normalize = normalize
         self._vendor = vendor
+        self._template = context_template(source, vendor)
         self._clock = clock
         self._rng = rng or random.Random()
         self._task: asyncio.Task[None] | None = None
@@ -269,13 +270,7 @@ class StompSource:
             await self._settle(self._in_flight.popleft())
 
     def _context(self) -> SourceContext:
-        return SourceContext(
-            name=self._source.name,
-            vendor=self._vendor,
-            tz=self._source.tz,
-            received_at=self._clock(),
-            extension_max_digits=self._source.extension_max_digits,
-        )
+        return at(self._template, self._clock())
 
     # -- status ------------------------------------------------------------------------
 

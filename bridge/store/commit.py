@@ -1,16 +1,18 @@
-"""One group-commit transaction, as a plain function on the writer's connection (its thread).
+"""Group-commit transactions, as plain functions on the writer's connection (its thread).
 
 The statement count per batch is constant, not per event: the sqlite3 module releases and
 retakes the GIL around every statement step, and each retake can wait for the event loop
 thread, so a statement per event would make the writer crawl under load. A batch is:
 one SELECT for ids already stored, one for the state of the calls it touches, multi-row
-INSERTs for the new events, one multi-row upsert of the calls, COMMIT.
+INSERTs for the new events, one multi-row upsert of the calls, COMMIT. A settle transaction
+(misses whose window has passed) is one SELECT of the due calls, the same INSERTs and upsert,
+and one SELECT of the next due time.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -26,9 +28,17 @@ CHUNK: Final = 64
 # Source first: the primary key (source, subject) serves this; by subject alone it is a scan of
 # every call kept, on every commit.
 LOAD_CALLS_SQL: Final = (
-    "SELECT source, subject, state, answered, direction, missed, answered_at, first_seq, last_seq"
-    " FROM calls WHERE source = ? AND subject IN ({marks})"
+    "SELECT source, subject, record, state, answered, direction, missed, answered_at,"
+    " first_seq, last_seq FROM calls WHERE source = ? AND subject IN ({marks})"
 )
+DUE_CALLS_SQL: Final = (
+    "SELECT source, subject, record, state, answered, direction, missed, answered_at,"
+    " first_seq, last_seq FROM calls WHERE missed_due_at <= ? ORDER BY missed_due_at LIMIT ?"
+)
+
+DEFAULT_SETTLE_S: Final = 10.0
+
+_STATES: Final = {"initiated": 0, "ringing": 1, "answered": 2, "ended": 3}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,70 +53,163 @@ class Committed:
 
 
 @dataclass(slots=True)
+class Tally:
+    """What a transaction did besides adding events: read by ``/metrics`` and the writer."""
+
+    duplicates: int = 0  # vendor retransmissions absorbed
+    late: int = 0  # committed with data.late
+    folded: int = 0  # folded into their call's record, no event of their own
+    missed: int = 0
+    revoked: int = 0
+    next_due: float | None = None  # the earliest miss decision this transaction scheduled
+
+    def add(self, other: Tally) -> None:
+        self.duplicates += other.duplicates
+        self.late += other.late
+        self.folded += other.folded
+        self.missed += other.missed
+        self.revoked += other.revoked
+
+
+@dataclass(slots=True)
 class _Call:
-    state: calls.CallState
+    record: calls.Record
     first_seq: int | None
     last_seq: int | None
     changed: bool = False
 
 
+class _Batch:
+    """The rows one transaction is building: events with their seqs, and the calls touched."""
+
+    def __init__(self, next_seq: int, now: float, known: set[str]) -> None:
+        self.seq = next_seq
+        self.now = now
+        self.known = known
+        self.rows: list[tuple[object, ...]] = []
+        self.tally = Tally()
+
+    def add(self, out: Event, call: _Call | None, into: list[Committed]) -> None:
+        if out.id in self.known:
+            return  # a derived event an earlier batch already produced
+        self.known.add(out.id)
+        seq = self.seq
+        body = encode(msgspec.structs.replace(out, seq=seq))
+        self.rows.append((seq, out.id, out.type, out.source, out.subject, out.time, self.now, body))
+        into.append(Committed(seq, out.type, out.source, out.subject, body))
+        if call is not None:
+            call.first_seq = call.first_seq or seq
+            call.last_seq = seq
+            call.record.seqs.append(seq)
+        if out.type == "call.missed":
+            self.tally.missed += 1
+        elif out.type == "call.missed_revoked":
+            self.tally.revoked += 1
+        self.seq += 1
+
+
 def commit(
-    conn: sqlite3.Connection, requests: Sequence[Sequence[Event]], *, next_seq: int, now: float
-) -> list[list[Committed]]:
+    conn: sqlite3.Connection,
+    requests: Sequence[Sequence[Event]],
+    *,
+    next_seq: int,
+    now: float,
+    settle_s: Mapping[str, float] | None = None,
+) -> tuple[list[list[Committed]], Tally]:
     """Commit every request's events in one transaction; returns what each one added.
 
-    Duplicates (by ``id``, against the outbox and within the batch) add nothing. Call events
-    go through the call state machine, which may drop them or add derived events. On any
-    error the transaction is rolled back and the error propagates: nothing is half-written.
+    Duplicates (by ``id``, against the outbox, the batch and the call's record) add nothing.
+    Call events are folded into their call's record (:func:`bridge.calls.fold`), which decides
+    what is committed and may add derived events. ``settle_s`` maps an event's ``source`` to
+    its missed-call settle window. On any error the transaction is rolled back and the error
+    propagates: nothing is half-written.
     """
+    windows = settle_s or {}
     conn.execute("BEGIN IMMEDIATE")
     try:
         flat = [event for events in requests for event in events]
-        known = _stored_ids(conn, {event.id for event in flat})
+        batch = _Batch(next_seq, now, _stored_ids(conn, {event.id for event in flat}))
         call_rows = _load_calls(
             conn, {(e.source, e.subject) for e in flat if calls.is_call_event(e)}
         )
-        rows: list[tuple[object, ...]] = []
         added: list[list[Committed]] = []
-        seq = next_seq
+        tally = batch.tally
         for events in requests:
             mine: list[Committed] = []
             for event in events:
-                if event.id in known:
-                    continue  # a retransmission: no new event, no change to the call
-                call = call_rows.get((event.source, event.subject))
-                if calls.is_call_event(event):
-                    step = calls.advance(call.state if call else None, event)
-                    if call is None:
-                        call = call_rows[(event.source, event.subject)] = _Call(
-                            step.state, None, None
-                        )
-                    call.state, call.changed = step.state, True
-                    emit = step.emit
-                else:
-                    emit = [event]
-                for out in emit:
-                    if out.id in known:
-                        continue  # a derived event an earlier batch already produced
-                    known.add(out.id)
-                    body = encode(msgspec.structs.replace(out, seq=seq))
-                    rows.append(
-                        (seq, out.id, out.type, out.source, out.subject, out.time, now, body)
-                    )
-                    mine.append(Committed(seq, out.type, out.source, out.subject, body))
-                    if call is not None and calls.is_call_event(out):
-                        call.first_seq = call.first_seq or seq
-                        call.last_seq = seq
-                    seq += 1
+                stored = event.id in batch.known
+                if not calls.is_call_event(event):
+                    if stored:
+                        tally.duplicates += 1  # a retransmission: no new event
+                    else:
+                        batch.add(event, None, mine)
+                    continue
+                key = (event.source, event.subject)
+                call = call_rows.get(key)
+                before = (call.record.folded, call.record.late) if call else (0, 0)
+                window = windows.get(event.source, DEFAULT_SETTLE_S)
+                step = calls.fold(
+                    call.record if call else None, event, now=now, settle_s=window, stored=stored
+                )
+                if call is None:
+                    call = call_rows[key] = _Call(step.record, None, None)
+                call.changed = True
+                tally.duplicates += step.duplicate
+                tally.folded += step.record.folded - before[0]
+                tally.late += step.record.late - before[1]
+                for out in step.emit:
+                    batch.add(out, call, mine)
             added.append(mine)
-        _insert_events(conn, rows)
+        for call in call_rows.values():
+            if call.changed and call.record.missed_due_at is not None:
+                due = call.record.missed_due_at
+                tally.next_due = due if tally.next_due is None else min(tally.next_due, due)
+        _insert_events(conn, batch.rows)
         _upsert_calls(conn, call_rows.items(), now)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    return added
+    return added, tally
+
+
+def settle_due(
+    conn: sqlite3.Connection, *, next_seq: int, now: float, limit: int = 256
+) -> tuple[list[Committed], Tally]:
+    """Decide the misses whose settle window has passed, in one transaction.
+
+    Returns the derived events and, in ``Tally.next_due``, the earliest decision still pending
+    (None when none is), so the writer knows when to come back.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        rows = conn.execute(DUE_CALLS_SQL, (now, limit)).fetchall()
+        due = {(row[0], row[1]): _row_call(row) for row in rows}
+        decided = [(call, calls.settle(call.record, now=now)) for call in due.values()]
+        derived = {event.id for _, emit in decided for event in emit}
+        batch = _Batch(next_seq, now, _stored_ids(conn, derived))
+        added: list[Committed] = []
+        for call, emit in decided:
+            call.changed = True
+            for out in emit:
+                batch.add(out, call, added)
+        _insert_events(conn, batch.rows)
+        _upsert_calls(conn, due.items(), now)
+        (next_due,) = conn.execute("SELECT min(missed_due_at) FROM calls").fetchone()
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    batch.tally.next_due = next_due
+    return added, batch.tally
+
+
+def next_due(conn: sqlite3.Connection) -> float | None:
+    """The earliest pending miss decision in the outbox (at start)."""
+    (due,) = conn.execute("SELECT min(missed_due_at) FROM calls").fetchone()
+    return None if due is None else float(due)
 
 
 def _chunks(items: Sequence[tuple[object, ...]]) -> Iterable[Sequence[tuple[object, ...]]]:
@@ -138,24 +241,30 @@ def _load_calls(
     for source, subject in sorted(keys):
         by_source.setdefault(source, []).append(subject)
     loaded: dict[tuple[str, str], _Call] = {}
-    rows: list[tuple[Any, ...]] = []
     for source, subjects in by_source.items():
         sql = LOAD_CALLS_SQL.format(marks=",".join("?" * len(subjects)))
-        rows.extend(conn.execute(sql, [source, *subjects]).fetchall())
-    for source, subject, state, answered, direction, missed, answered_at, first, last in rows:
-        if (source, subject) in keys:
-            loaded[(source, subject)] = _Call(
-                calls.CallState(
-                    state=state,
-                    answered=bool(answered),
-                    direction=direction,
-                    missed=bool(missed),
-                    answered_at=answered_at,
-                ),
-                first,
-                last,
-            )
+        for row in conn.execute(sql, [source, *subjects]):
+            if (row[0], row[1]) in keys:
+                loaded[(row[0], row[1])] = _row_call(row)
     return loaded
+
+
+def _row_call(row: tuple[Any, ...]) -> _Call:
+    source, subject, body, state, answered, direction, missed, answered_at, first, last = row
+    if body is not None:
+        return _Call(calls.decode(body), first, last)
+    # A row written before the call fold (schema 3): what the forward-only state machine kept.
+    record = calls.Record(source=source, subject=subject, initiated=True)
+    if direction is not None:
+        record.facts["direction"] = calls.Fact(direction, calls.LIVE, "", "")
+    if answered:
+        record.answer = calls.Fact(None, calls.LIVE, answered_at or "", "")
+    if state >= 3:
+        record.end = calls.Fact("hangup", calls.LIVE, "", "")
+        record.ended = True
+    if missed:
+        record.missed_by, record.misses = "record", 1
+    return _Call(record, first, last)
 
 
 def _insert_events(conn: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
@@ -172,31 +281,38 @@ def _insert_events(conn: sqlite3.Connection, rows: list[tuple[object, ...]]) -> 
 def _upsert_calls(
     conn: sqlite3.Connection, items: Iterable[tuple[tuple[str, str], _Call]], now: float
 ) -> None:
-    rows = [
-        (
-            source,
-            subject,
-            call.state.state,
-            int(call.state.answered),
-            call.state.direction,
-            int(call.state.missed),
-            call.state.answered_at,
-            call.first_seq,
-            call.last_seq,
-            now,
+    rows = []
+    for (source, subject), call in items:
+        if not call.changed:
+            continue
+        record = call.record
+        answer = record.timings.get("answered_at")
+        rows.append(
+            (
+                source,
+                subject,
+                _STATES[record.state],
+                int(record.answered),
+                record.direction,
+                int(record.missed),
+                None if answer is None else answer.value,
+                call.first_seq,
+                call.last_seq,
+                now,
+                calls.encode(record),
+                record.missed_due_at,
+            )
         )
-        for (source, subject), call in items
-        if call.changed
-    ]
     for chunk in _chunks(rows):
         conn.execute(
             "INSERT INTO calls (source, subject, state, answered, direction, missed,"
-            " answered_at, first_seq, last_seq, updated_at) VALUES "
-            + _placeholders(len(chunk), 10)
+            " answered_at, first_seq, last_seq, updated_at, record, missed_due_at) VALUES "
+            + _placeholders(len(chunk), 12)
             + " ON CONFLICT (source, subject) DO UPDATE SET state = excluded.state,"
             " answered = excluded.answered, direction = excluded.direction,"
             " missed = excluded.missed, answered_at = excluded.answered_at,"
             " first_seq = coalesce(first_seq, excluded.first_seq),"
-            " last_seq = coalesce(excluded.last_seq, last_seq), updated_at = excluded.updated_at",
+            " last_seq = coalesce(excluded.last_seq, last_seq), updated_at = excluded.updated_at,"
+            " record = excluded.record, missed_due_at = excluded.missed_due_at",
             [value for row in chunk for value in row],
         )

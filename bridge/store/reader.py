@@ -103,6 +103,14 @@ class Reader:
             return Page(events, events[-1].seq)
         return Page(events, max(after, head))
 
+    async def calls(self, query: CallQuery) -> list[tuple[object, ...]]:
+        """Rows ``(source, subject, record, first_seq, last_seq, updated_at)`` of a call page."""
+        return await self.run(lambda conn: _call_page(conn, query))
+
+    async def call(self, source: str, subject: str) -> tuple[object, ...] | None:
+        """One call's row (as :meth:`calls`), or None when the outbox does not know it."""
+        return await self.run(lambda conn: _one_call(conn, source, subject))
+
     async def head(self) -> int:
         """The newest committed ``seq`` (0 for an empty outbox)."""
         return await self._run(self._head)
@@ -110,3 +118,59 @@ class Reader:
     def _head(self) -> int:
         (head,) = self._conn().execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
         return int(head)
+
+
+@dataclass(frozen=True, slots=True)
+class CallQuery:
+    """A page of call records: newest activity first, or after a cursor (``last_seq``)."""
+
+    limit: int
+    after: int | None = None  # oldest first, calls whose last event is past this seq
+    before: int | None = None  # newest first, from this seq down
+    since: float | None = None  # updated at or after this epoch time
+    missed: bool | None = None
+    ended: bool | None = None
+    state: str | None = None
+    source: str | None = None  # the event source, "/vendor/name"
+
+
+_STATE_NUMBERS = {"initiated": 0, "ringing": 1, "answered": 2, "ended": 3}
+_CALL_COLUMNS = "source, subject, record, first_seq, last_seq, updated_at"
+
+
+def _call_page(conn: sqlite3.Connection, query: CallQuery) -> list[tuple[object, ...]]:
+    where = ["record IS NOT NULL", "last_seq IS NOT NULL"]
+    args: list[object] = []
+    if query.after is not None:
+        where.append("last_seq > ?")
+        args.append(query.after)
+    if query.before is not None:
+        where.append("last_seq < ?")
+        args.append(query.before)
+    if query.since is not None:
+        where.append("updated_at >= ?")
+        args.append(query.since)
+    if query.missed is not None:
+        where.append("missed = ?")
+        args.append(int(query.missed))
+    if query.ended is not None:
+        where.append("state = 3" if query.ended else "state < 3")
+    if query.state is not None:
+        where.append("state = ?")
+        args.append(_STATE_NUMBERS[query.state])
+    if query.source is not None:
+        where.append("source = ?")
+        args.append(query.source)
+    order = "ASC" if query.after is not None else "DESC"
+    sql = (
+        f"SELECT {_CALL_COLUMNS} FROM calls WHERE {' AND '.join(where)}"
+        f" ORDER BY last_seq {order} LIMIT ?"
+    )
+    return conn.execute(sql, [*args, query.limit]).fetchall()
+
+
+def _one_call(conn: sqlite3.Connection, source: str, subject: str) -> tuple[object, ...] | None:
+    row: tuple[object, ...] | None = conn.execute(
+        f"SELECT {_CALL_COLUMNS} FROM calls WHERE source = ? AND subject = ?", (source, subject)
+    ).fetchone()
+    return row

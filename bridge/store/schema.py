@@ -80,6 +80,15 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE INDEX deliveries_state ON deliveries (sink, state, seq);
     CREATE INDEX deliveries_seq ON deliveries (seq);
     """,
+    # 4: the call fold. A call's record (the folded facts, as JSON), its pending miss decision
+    # (due time, indexed: the writer settles what falls due, across restarts) and an index
+    # for the calls API's newest-activity-first pages.
+    """
+    ALTER TABLE calls ADD COLUMN record BLOB;
+    ALTER TABLE calls ADD COLUMN missed_due_at REAL;
+    CREATE INDEX calls_missed_due_at ON calls (missed_due_at) WHERE missed_due_at IS NOT NULL;
+    CREATE INDEX calls_last_seq ON calls (last_seq);
+    """,
 )
 
 

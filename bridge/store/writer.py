@@ -15,7 +15,7 @@ import contextlib
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +28,7 @@ from bridge.config import StorageConfig
 from bridge.errors import OutboxError, OverloadedError
 from bridge.events import Event
 from bridge.store import schema
-from bridge.store.commit import Committed, commit
+from bridge.store.commit import Committed, Tally, commit, next_due, settle_due
 
 log = structlog.get_logger("bridge.writer")
 
@@ -52,9 +52,17 @@ class Writer:
     """Owns the outbox's write connection, its thread and the group-commit task."""
 
     def __init__(
-        self, config: StorageConfig, publish: Publish, *, sinks: tuple[str, ...] = ()
+        self,
+        config: StorageConfig,
+        publish: Publish,
+        *,
+        sinks: tuple[str, ...] = (),
+        settle_s: Mapping[str, float] | None = None,
     ) -> None:
         self._config = config
+        # Event source ("/vendor/name") -> its missed-call settle window; others get the default.
+        self._settle_s = dict(settle_s or {})
+        self._next_due: float | None = None  # the earliest pending miss decision (epoch s)
         self._sinks = sinks  # retention waits for every configured sink's cursor
         self._publish = publish
         self._path = str(config.path)
@@ -72,6 +80,8 @@ class Writer:
         self.commit_failures = 0
         self.commit_seconds = 0.0
         self.committed_events = 0
+        self.tally = Tally()  # duplicates, late, folded, missed, revoked: for /metrics
+        self.settle_failures = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -131,6 +141,7 @@ class Writer:
         schema.migrate(self._conn)
         (last,) = self._conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
         self._next_seq = last + 1
+        self._next_due = next_due(self._conn)  # decisions a previous run left pending
 
     def _close(self) -> None:
         if self._conn is not None:
@@ -164,11 +175,18 @@ class Writer:
     async def _commit_loop(self) -> None:
         linger_s = self._config.linger_ms / 1000
         while True:
+            due = self._next_due
+            if due is not None and due <= time.time() and not self._closing:
+                await self._settle()
+                continue
             if not self._pending:
                 if self._closing:
                     return
                 self._wake.clear()
-                await self._wake.wait()
+                wait_s = None if due is None else max(0.0, due - time.time())
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait_s):
+                        await self._wake.wait()
                 continue
             if linger_s and self._pending_events < self._config.max_batch and not self._closing:
                 # Group commit: give concurrent senders a moment to join this transaction.
@@ -213,6 +231,9 @@ class Writer:
             new.extend(request.committed)
             if not request.done.done():  # the handler may have been cancelled (client gone)
                 request.done.set_result(request.committed)
+        self._published(new)
+
+    def _published(self, new: list[Committed]) -> None:
         self.committed_events += len(new)
         if new:
             try:
@@ -223,13 +244,41 @@ class Writer:
     def _commit(self, batch: list[_Request]) -> None:
         """One transaction for the whole batch (runs on the writer thread)."""
         assert self._conn is not None
-        added = commit(
-            self._conn, [r.events for r in batch], next_seq=self._next_seq, now=time.time()
+        added, tally = commit(
+            self._conn,
+            [r.events for r in batch],
+            next_seq=self._next_seq,
+            now=time.time(),
+            settle_s=self._settle_s,
         )
         for request, committed in zip(batch, added, strict=True):
             request.committed = committed
             if committed:
                 self._next_seq = committed[-1].seq + 1
+        self.tally.add(tally)
+        due = tally.next_due
+        if due is not None and (self._next_due is None or due < self._next_due):
+            self._next_due = due
+
+    async def _settle(self) -> None:
+        """Decide the misses whose settle window has passed (a transaction of their own)."""
+        try:
+            new = await self._run(self._settle_due)
+        except Exception as exc:  # not decided yet: the rows still say so; try again soon
+            self.settle_failures += 1
+            self._next_due = time.time() + 1.0
+            log.error("missed_settle_failed", error=str(exc))
+            return
+        self._published(new)
+
+    def _settle_due(self) -> list[Committed]:
+        assert self._conn is not None
+        added, tally = settle_due(self._conn, next_seq=self._next_seq, now=time.time())
+        if added:
+            self._next_seq = added[-1].seq + 1
+        self.tally.add(tally)
+        self._next_due = tally.next_due
+        return added
 
     async def transact(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``fn`` in its own transaction on the writer's connection and thread.

@@ -13,6 +13,7 @@ from typing import Any, Final
 
 import msgspec
 
+from bridge.config import SourceConfig
 from bridge.errors import PayloadError, UnsupportedMediaError
 from bridge.events import Event, body_digest, compact, make_event, rfc3339
 
@@ -34,6 +35,27 @@ class SourceContext(msgspec.Struct, frozen=True, kw_only=True):
     tz: tzinfo
     received_at: datetime
     extension_max_digits: int = 5
+    dids: frozenset[str] = frozenset()
+    trunk_hosts: frozenset[str] = frozenset()
+    recording_base_url: str | None = None
+
+
+def context_template(source: SourceConfig, vendor: str) -> SourceContext:
+    """A source's context, once: each payload's is ``at(template, received_at)``."""
+    return SourceContext(
+        name=source.name,
+        vendor=vendor,
+        tz=source.tz,
+        received_at=datetime.fromtimestamp(0, UTC),
+        extension_max_digits=source.extension_max_digits,
+        dids=frozenset(source.dids),
+        trunk_hosts=frozenset(host.lower() for host in source.trunk_hosts),
+        recording_base_url=source.recording_base_url,
+    )
+
+
+def at(template: SourceContext, received_at: datetime) -> SourceContext:
+    return msgspec.structs.replace(template, received_at=received_at)
 
 
 Normalizer = Callable[[Payload, SourceContext], list[Event]]
@@ -258,3 +280,61 @@ def believable(moment: datetime | None, ctx: SourceContext) -> datetime:
     if moment is None or moment - ctx.received_at > BELIEVABLE_AHEAD:
         return ctx.received_at
     return moment
+
+
+def recording(ctx: SourceContext, path: str | None) -> dict[str, str | None]:
+    """A recording the PBX names by a path: a fetchable URL when the source knows the base.
+
+    A PBX-relative path is no URL a CRM can open; without ``recording_base_url`` only the path
+    is given (``recording_path``), and an absolute URL from the PBX is kept as it is.
+    """
+    if path is None:
+        return {}
+    if path.startswith(("http://", "https://")):
+        return {"recording_url": path}
+    base = ctx.recording_base_url
+    url = f"{base.rstrip('/')}/{path.lstrip('/')}" if base else None
+    return {"recording_url": url, "recording_path": path}
+
+
+def side(number: str | None, host: str | None, ctx: SourceContext) -> str | None:
+    """Which end of a call a party is: ``extension``, ``external``, ``did`` or None (unknown).
+
+    In order of trust: a host the source lists as a trunk is external; a number it lists as
+    one of its DIDs is the PBX's own public number; a number longer than an extension (or
+    with a ``+``) is external, a short one an extension. A name ("anonymous") proves nothing.
+    """
+    if host is not None and host.lower() in ctx.trunk_hosts:
+        return "external"
+    if number is None:
+        return None
+    if number in ctx.dids:
+        return "did"
+    digits = number.removeprefix("+")
+    if not (digits.isascii() and digits.isdigit()):
+        return None
+    if number.startswith("+") or len(digits) > ctx.extension_max_digits:
+        return "external"
+    return "extension"
+
+
+_DIRECTION_OF: Final = {
+    ("external", "extension"): "inbound",
+    ("external", "did"): "inbound",
+    ("extension", "external"): "outbound",
+    ("extension", "extension"): "internal",
+}
+
+
+def infer_direction(caller: str | None, callee: str | None) -> str | None:
+    """A call's direction from the sides of its two parties (see :func:`side`), if they tell.
+
+    A call to one of the PBX's own DIDs comes from outside unless an extension placed it (an
+    anonymous caller included). A call from outside to an outside number (a forward) or with an
+    end unknown: None.
+    """
+    if callee == "did" and caller != "extension":
+        return "inbound"
+    if caller is None or callee is None:
+        return None
+    return _DIRECTION_OF.get((caller, callee))

@@ -45,10 +45,12 @@ VENDOREVENT: Final = "calllog"
 #   state = caller_circle         "State": the caller's telecom circle
 #   ibizfonenumber = knumber      "Ibizfone number": the virtual number called (the DID)
 #   recordingurl = recording_url, date, time, department: the same in both.
+# A production receiver of this push also reads callernumber (the caller) and calltype (the
+# call's direction: incoming/outgoing, inbound/outbound, IN/OUT): both are accepted too.
 # Keys are compared case-insensitively (the provider's form builder may capitalise them).
 _ALIASES: Final = {
     "call_id": ("calllogid", "call_uuid"),
-    "caller": ("callnumber", "caller_number"),
+    "caller": ("callnumber", "caller_number", "callernumber"),
     "date": ("date",),
     "time": ("time",),
     "agent": ("agentnumber", "agent_connected"),
@@ -59,11 +61,12 @@ _ALIASES: Final = {
     "number": ("ibizfonenumber", "knumber"),
     "recording": ("recordingurl", "recording_url"),
     "department": ("department",),
+    "type": ("calltype", "call_type"),
 }
 _FIELD_OF: Final = {spelling: field for field, names in _ALIASES.items() for spelling in names}
 # Names common enough that other requests use them too ("state", "date"): on their own they do
 # not make a request a call log, so such a request is kept as raw.unmapped, not refused.
-_GENERIC: Final = frozenset({"date", "time", "circle", "department"})
+_GENERIC: Final = frozenset({"date", "time", "circle", "department", "type"})
 
 # call status -> (disposition, missed_reason). DROPPED: the caller hung up before an agent.
 _STATUSES: Final = {
@@ -72,6 +75,10 @@ _STATUSES: Final = {
     "DROPPED": ("abandoned", "dropped"),
 }
 _STATUS_PROBLEM: Final = "expected ANSWER, MISSED or DROPPED"
+_CALL_TYPES: Final = {
+    **dict.fromkeys(("incoming", "inbound", "in", "inward"), "inbound"),
+    **dict.fromkeys(("outgoing", "outbound", "out", "outward"), "outbound"),
+}
 
 _DATE: Final = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})(?:[ T](.*))?")
 _TIME: Final = re.compile(r"([0-9]{1,2}):([0-9]{2})(?::([0-9]{2})(?:\.[0-9]+)?)?")
@@ -115,11 +122,18 @@ def normalize(payload: Payload, ctx: SourceContext) -> list[Event]:
         subject, identity = f"call/{VENDOREVENT}-{digest[:20]}", (VENDOREVENT, "digest", digest)
 
     number = _value(fields, "number")
+    call_type = _value(fields, "type")
+    direction = _CALL_TYPES.get(call_type.lower()) if call_type else "inbound"
+    if direction is None:
+        key = fields["type"].key
+        raise PayloadError(key, f"expected incoming or outgoing, got {call_type!r}")
     data = {
         "call_id": call_id,
-        "direction": "inbound",  # the caller rang the virtual number: the log has no other kind
-        "from": _value(fields, "caller"),
-        "to": number,
+        # Without a calltype the caller rang the virtual number: the document has no other kind.
+        "direction": direction,
+        # An outgoing log (calltype) is the agent calling the customer through the number.
+        "from": _value(fields, "caller") if direction == "inbound" else _value(fields, "agent"),
+        "to": number if direction == "inbound" else _value(fields, "caller"),
         "did": number,
         "agent": _value(fields, "agent"),
         "disposition": disposition,

@@ -25,6 +25,7 @@ from bridge.vendors.base import (
     epoch,
     local_time,
     parse_json_object,
+    recording,
     required,
     seconds,
     span_s,
@@ -33,9 +34,6 @@ from bridge.vendors.base import (
     unmapped,
     vendor_event,
 )
-
-# A vendor time further ahead of the receipt time than this is not believable (see _believable).
-
 
 Handler = Callable[[Fields, dict[str, Any], SourceContext, str], list[Event]]
 
@@ -55,7 +53,7 @@ def _dialbegin(fields: Fields, raw: dict[str, Any], ctx: SourceContext, name: st
     call_id = required(fields, "uniqueid")
     time = believable(epoch(fields, "timestamp"), ctx)
     ringing = _dial_data(fields, ctx, call_id)
-    call_keys = ("call_id", "direction", "from", "to", "channel", "pbx_mac")
+    call_keys = ("call_id", "direction", "direction_inferred", "from", "to", "channel", "pbx_mac")
     initiated = {key: ringing[key] for key in call_keys}
     subject = f"call/{call_id}"
     leg = (text(fields, "destuniqueid"), ringing["target"], text(fields, "timestamp"))
@@ -67,12 +65,14 @@ def _dialbegin(fields: Fields, raw: dict[str, Any], ctx: SourceContext, name: st
     ]
 
 
-def _dial_data(fields: Fields, ctx: SourceContext, call_id: str) -> dict[str, str | None]:
+def _dial_data(fields: Fields, ctx: SourceContext, call_id: str) -> dict[str, Any]:
     """What dialbegin and dialend both say about the call and the target being rung."""
     callee = text(fields, "destcalleridnum") or text(fields, "destexten")
+    direction = _dial_direction(fields, ctx)
     return {
         "call_id": call_id,
-        "direction": _dial_direction(fields, ctx),
+        "direction": direction,
+        "direction_inferred": True if direction else None,
         "from": text(fields, "calleridnum"),
         "to": callee,
         "target": callee,
@@ -83,13 +83,20 @@ def _dial_data(fields: Fields, ctx: SourceContext, call_id: str) -> dict[str, st
     }
 
 
-# Asterisk DIALSTATUS values other than ANSWER; anything else is passed on lower-cased.
+# Asterisk's DialStatus set (the AMI DialEnd values) -> why the target stopped ringing. ANSWER is
+# call.answered. CONTINUE and GOTO: the dial ended and the dialplan sent the call on (a forward).
 _DIAL_REASONS: Final = {
     "NOANSWER": "no_answer",
     "CANCEL": "cancelled",
     "BUSY": "busy",
     "CHANUNAVAIL": "unavailable",
     "CONGESTION": "congestion",
+    "ABORT": "aborted",
+    "CONTINUE": "forwarded",
+    "GOTO": "forwarded",
+    "DONTCALL": "refused",  # the privacy manager: the callee refused the call
+    "TORTURE": "refused",
+    "INVALIDARGS": "failed",
 }
 
 
@@ -98,13 +105,21 @@ def _dialend(fields: Fields, raw: dict[str, Any], ctx: SourceContext, name: str)
     status = required(fields, "dialstatus").upper()
     time = believable(epoch(fields, "timestamp"), ctx)
     data = _dial_data(fields, ctx, call_id)
+    identity = (call_id, data["dest_channel"], data["target"], status, text(fields, "timestamp"))
+    subject = f"call/{call_id}"
     if status == "ANSWER":
         type_ = "call.answered"
-    else:
+    elif status in _DIAL_REASONS:
         type_ = "call.ringing_ended"
-        data["reason"] = _DIAL_REASONS.get(status, status.lower())
-    identity = (call_id, data["dest_channel"], data["target"], status, text(fields, "timestamp"))
-    return [vendor_event(ctx, name, type_, time, f"call/{call_id}", identity, data, raw)]
+        data["reason"] = _DIAL_REASONS[status]
+    else:
+        # Zycoo's own book shows dialstatus "hangup": a firmware value that says the dial is
+        # over and nothing about an answer. Neither call.answered nor "stopped ringing without
+        # answering" would be true, so the push is kept on the call's subject and the call is
+        # decided by its records (cc_cdr, cdr) instead.
+        data["dialstatus"] = status.lower()
+        type_ = "raw.unmapped"
+    return [vendor_event(ctx, name, type_, time, subject, identity, data, raw)]
 
 
 def _hangup(fields: Fields, raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
@@ -220,8 +235,8 @@ def _ivr(fields: Fields, raw: dict[str, Any], ctx: SourceContext, name: str) -> 
 
 
 # Asterisk CDR dispositions, compared without spaces or underscores ("NO ANSWER", "NO_ANSWER").
+# ANSWERED is not here: it says the channel was answered, which the IVR does too (see _cdr).
 _CDR_DISPOSITIONS: Final = {
-    "ANSWERED": "answered",
     "NOANSWER": "no_answer",
     "BUSY": "busy",
     "FAILED": "failed",
@@ -241,9 +256,11 @@ def _cdr(fields: Fields, raw: dict[str, Any], ctx: SourceContext, name: str) -> 
         "direction": _cdr_direction(fields),
         "from": text(fields, "source") or _callerid_number(fields),
         "to": text(fields, "destination"),
-        # ANSWERED may be the IVR or the queue answering, not a person: cc_cdr.cdrState is the
-        # truth for that, and the writer's call state decides call.missed.
+        # The channel CDR's ANSWERED may be the IVR or the queue picking up: it is the PBX's
+        # word (pbx_answered), which the call fold takes as an answer only while no cc_cdr
+        # (the call centre's record of whether an agent took the call) says otherwise.
         "disposition": _CDR_DISPOSITIONS.get(disposition),
+        "pbx_answered": True if disposition == "ANSWERED" else None,
         "timings": timings(
             started_at=started,
             answered_at=answered,
@@ -252,7 +269,7 @@ def _cdr(fields: Fields, raw: dict[str, Any], ctx: SourceContext, name: str) -> 
             talk_s=seconds(fields, "billableseconds"),
             total_s=seconds(fields, "duration"),
         ),
-        "recording_url": text(fields, "recordfile"),
+        **recording(ctx, text(fields, "recordfile")),
     }
     keys = ("destination", "starttime", "answertime", "endtime", "disposition")
     identity = ("cdr", call_id, *(text(fields, key) for key in keys))
@@ -290,21 +307,25 @@ def _cc_cdr(fields: Fields, raw: dict[str, Any], ctx: SourceContext, name: str) 
     miss_cause = text(fields, "missCause")
     talk_s = seconds(fields, "talkingTime")
     disposition: str | None = None
-    if state == "bridged":  # the README: bridged is the truth for "a person answered"
+    # cdrState is where the call was when it ended: bridged (with an agent), feedback (the
+    # satisfaction survey, which follows a conversation or not), queue, ivr.
+    if state == "bridged" or (state == "feedback" and talk_s):
         disposition = "answered"
     elif miss_cause is not None and miss_cause.upper() in _MISS_DISPOSITIONS:
         disposition = _MISS_DISPOSITIONS[miss_cause.upper()]
     elif state in ("ivr", "queue", "feedback") and direction == "inbound" and not talk_s:
-        # Ended before an agent: nobody answered. Talk time says otherwise (the feedback survey
-        # follows a conversation), and then we leave the disposition out rather than guess.
-        disposition = "no_answer"
+        # Ended in the IVR, the queue or a survey with no conversation: nobody answered.
+        disposition = "abandoned" if (text(fields, "hangupSide") or "") == "caller" else "no_answer"
     data = {
         "call_id": call_id,
         "direction": direction,
         "from": text(fields, "caller"),
         "to": text(fields, "called"),
         "queue": text(fields, "queueCode"),
-        "agent": text(fields, "agentCode"),
+        # agentCode names the agent the queue offered the call to, answered or not (the book's
+        # missed sample has one): the answering agent only when the call was answered.
+        "agent": text(fields, "agentCode") if disposition == "answered" else None,
+        "offered_to": text(fields, "agentCode") if disposition != "answered" else None,
         "did": text(fields, "trunkNumber"),
         "disposition": disposition,
         "missed_reason": miss_cause.lower() if miss_cause else None,
@@ -319,7 +340,7 @@ def _cc_cdr(fields: Fields, raw: dict[str, Any], ctx: SourceContext, name: str) 
             talk_s=talk_s,
             hold_s=seconds(fields, "holdTime"),
         ),
-        "recording_url": text(fields, "filePath"),
+        **recording(ctx, text(fields, "filePath")),
         "pbx_mac": text(fields, "mac"),
     }
     keys = ("agentCode", "startTime", "endTime", "cdrState", "missCause")

@@ -23,9 +23,12 @@ party that took the call. Hence:
   popup), so a leg first seen mid-call (a bridge before its answer was delivered, or a stream
   that connected late) still opens with it; the writer keeps the first and drops the others.
 
-There is no direction in a message (a leg's ``number`` is its own caller id whichever way the call
-goes), so neither ``direction`` nor ``from``/``to`` is set: ``number`` and ``other_party`` say
-what is known. Without a direction the writer derives no ``call.missed`` from this stream.
+There is no direction in a message, so it is inferred (``direction_inferred``) from the leg:
+a leg the PBX originated (``CHANNEL_ORIGINATE``, ``CHANNEL_OUTGOING``) is outbound; any other leg
+whose own party (``number``) is outside the PBX (longer than an extension, or a configured DID's
+caller) is a caller from outside: inbound, so an abandoned one is a missed call. An extension's
+leg that the PBX did not originate is left without a direction (it may be an agent's leg of an
+inbound call). ``from``/``to`` are not set: ``number`` and ``other_party`` say what is known.
 
 The stream carries no time and no event id: the receipt time stands in (the stream is live), and
 ids come from (leg, event type, other party). A state seen twice for one leg (on both topics, say)
@@ -46,6 +49,7 @@ from bridge.vendors.base import (
     SourceContext,
     parse_json_object,
     required,
+    side,
     text,
     unmapped,
     vendor_event,
@@ -73,6 +77,8 @@ STATES: Final[dict[str, str | None]] = {
     "CHANNEL_DESTROY": "call.ended",
 }
 
+# States of a leg the PBX placed: an outbound leg, whoever its party is.
+_ORIGINATED: Final = frozenset({"CHANNEL_ORIGINATE", "CHANNEL_OUTGOING"})
 # Types that name the other party as the target (the party rung, the party who answered).
 _TARGETED: Final = frozenset({"call.ringing", "call.answered"})
 # Types whose repeats are real (hold, unhold, hold again): each receipt is its own event.
@@ -99,6 +105,12 @@ def normalize(payload: Payload, ctx: SourceContext) -> list[Event]:
     }
     if channel_state not in STATES:
         return [unmapped(payload, ctx, raw, channel_state)]
+    if channel_state in _ORIGINATED:
+        data["direction"] = "outbound"
+    elif side(data["number"], None, ctx) == "external":
+        data["direction"] = "inbound"
+    if "direction" in data:
+        data["direction_inferred"] = True
     subject = f"call/{uuid}"
     # The leg's first evidence, whatever the state: one id per leg (the outbox keeps the first).
     events = [_event(ctx, channel_state, "call.initiated", subject, (uuid,), data, raw)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 from urllib.parse import unquote
 
 from bridge.errors import PayloadError
@@ -26,16 +26,16 @@ from bridge.vendors.base import (
     Vendor,
     believable,
     epoch,
+    infer_direction,
     parse_json_object,
     seconds,
+    side,
     span_s,
     text,
     timings,
     unmapped,
     vendor_event,
 )
-
-# A vendor time further ahead of the receipt time than this is not believable (a wrong clock).
 
 Handler = Callable[[dict[str, Any], SourceContext, str], list[Event]]
 
@@ -50,6 +50,8 @@ def normalize(payload: Payload, ctx: SourceContext) -> list[Event]:
         raise PayloadError("event_type", "missing")
     name = name.lower()
     handler = _HANDLERS.get(name)
+    if handler is None and name == "cdr":
+        handler = _call_cdr  # some integrations deliver the CDR as event_type "cdr"
     if handler is None:
         return [unmapped(payload, ctx, raw, name)]
     return handler(raw, ctx, name)
@@ -80,10 +82,18 @@ def parse_address(value: str) -> tuple[str | None, str | None]:
     return unquote(user).strip() or None, name or None
 
 
-# call_start's direction. in2out is a call that came in from a trunk and was routed back out
-# (a forward to a mobile, say): for the business it is a caller from outside that reached its
-# number, and if nobody answers it is a missed call, so inbound. The raw payload keeps "in2out".
-_DIRECTIONS: Final = {"ext": "internal", "in": "inbound", "in2out": "inbound", "out": "outbound"}
+# PortSIP's direction, in every spelling it has used: its event reference's ext / in / in2out /
+# out, the longer names of newer releases, and its REST API's CDR enum (EXTENSION_CALL, ...).
+# in2out is a call that came in from a trunk and was routed back out (a forward to a mobile,
+# say): for the business it is a caller from outside that reached its number, and if nobody
+# answers it is a missed call, so inbound. The raw payload keeps the vendor's value.
+_DIRECTIONS: Final = {
+    **dict.fromkeys(("ext", "internal", "extension", "extension_call"), "internal"),
+    **dict.fromkeys(("in", "inbound", "inbound_call"), "inbound"),
+    **dict.fromkeys(("in2out", "inbound_outbound", "inbound_outbound_call", "in_out"), "inbound"),
+    **dict.fromkeys(("out", "outbound", "outbound_call"), "outbound"),
+}
+
 
 # SIP final responses that say more than "failed": busy (486 Busy Here, 600 Busy Everywhere),
 # cancelled (487 Request Terminated: the caller gave up while it rang).
@@ -101,22 +111,23 @@ _FAIL_REASONS: Final = {
 
 def _call_start(raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
     key = _call_key(raw)
-    direction = text(raw, "direction")
     data = {
-        **_call_data(raw, key),
-        "direction": _DIRECTIONS.get(direction.lower()) if direction else None,
+        **_call_data(raw, key, ctx),
         "did": text(raw, "did"),
         "cdr_id": text(raw, "cdr_id"),
         "outbound_caller_id": text(raw, "outbound_caller_id"),
     }
-    # One call_start per call: a retry (or any second one) is the same call.initiated.
-    return [_event(ctx, name, "call.initiated", _time(raw, ctx), key, (key,), data, raw)]
+    # One call_start per call: a retry (or any second one) is the same call.initiated. A
+    # call_update_info (newer PortSIP) says the same things again, changed: a call.initiated of
+    # its own id, which the call fold folds into the call when the call is already known.
+    identity = (key,) if name == "call_start" else (key, name, text(raw, "time"))
+    return [_event(ctx, name, "call.initiated", _time(raw, ctx), key, identity, data, raw)]
 
 
 def _target_ringing(raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
     key = _call_key(raw)
     target, target_raw = _target(raw)
-    data = {**_call_data(raw, key), "target": target}
+    data = {**_call_data(raw, key, ctx), "target": target}
     # The target and the time tell the call.ringing events of a call apart: two targets are
     # two events, and so is a target rung again later. Two phones of one extension that report
     # the same call_target in the same second are one call.ringing, all a screen-pop needs.
@@ -129,12 +140,12 @@ def _target_stopped(raw: dict[str, Any], ctx: SourceContext, name: str) -> list[
     key = _call_key(raw)
     target, target_raw = _target(raw)
     code = _sip_code(raw, "fail_code")
-    if name == "target_noanswer":
+    if name in ("target_noanswer", "cdr_target_noanswer"):
         reason = "no_answer"
     else:
         reason = _FAIL_REASONS.get(code, "failed") if code is not None else "failed"
     data = {
-        **_call_data(raw, key),
+        **_call_data(raw, key, ctx),
         "target": target,
         "reason": reason,
         "hangup_cause": str(code) if code is not None else None,
@@ -163,7 +174,7 @@ def _target_other(raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Ev
 def _call_established(raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
     key = _call_key(raw)
     target, target_raw = _target(raw)
-    data = {**_call_data(raw, key), "target": target}
+    data = {**_call_data(raw, key, ctx), "target": target}
     # A call answered again after a reroute is a second call.answered: target and time differ.
     identity = (key, target_raw, text(raw, "time"))
     return [_event(ctx, name, "call.answered", _time(raw, ctx), key, identity, data, raw)]
@@ -174,7 +185,7 @@ def _call_hold(raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event
     # PortSIP's hold events name the party that pressed hold (aor) and the other one (peer_aor)
     # rather than caller and callee.
     by = _number(raw, "aor")
-    data = {**_call_data(raw, key), "by": by, "peer": _number(raw, "peer_aor")}
+    data = {**_call_data(raw, key, ctx), "by": by, "peer": _number(raw, "peer_aor")}
     type_ = "call.held" if name == "call_hold" else "call.resumed"
     identity = (key, text(raw, "aor"), text(raw, "time"))
     return [_event(ctx, name, type_, _time(raw, ctx), key, identity, data, raw)]
@@ -183,7 +194,7 @@ def _call_hold(raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event
 def _call_reroute(raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
     key = _call_key(raw)
     target, target_raw = _target(raw)
-    data = {**_call_data(raw, key), "target": target}
+    data = {**_call_data(raw, key, ctx), "target": target}
     identity = (key, target_raw, text(raw, "time"))
     return [_event(ctx, name, "call.transferred", _time(raw, ctx), key, identity, data, raw)]
 
@@ -200,7 +211,7 @@ def _call_end(raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]
     # call_ended says nothing of the outcome: the writer fills the disposition from the call's
     # state (answered or not), which out-of-order delivery makes the better judge anyway.
     data = {
-        **_call_data(raw, key),
+        **_call_data(raw, key, ctx),
         "disposition": disposition,
         "hangup_cause": str(code) if code is not None else None,
     }
@@ -250,8 +261,141 @@ def _extension_register(raw: dict[str, Any], ctx: SourceContext, name: str) -> l
     return [event]
 
 
+# extension_call / extension_status call_status: "On Call" and "Ringing" in v16.2, ON_CALL and
+# RINGING in v22 (its own sample misspells ON_ACLL); empty: not in a call.
+_CALL_STATES: Final = {"oncall": "in_call", "onacll": "in_call", "ringing": "ringing", "": "idle"}
+
+
+def _call_state(value: str | None) -> str:
+    return _CALL_STATES.get((value or "").replace(" ", "").replace("_", "").lower(), "unknown")
+
+
+def _extension_call(raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
+    """An extension started or stopped being in a call (no call id: a lamp, not a call)."""
+    number = _extension_number(raw, "extension")
+    status = text(raw, "call_status")
+    data = {
+        "extension": number,
+        "state": _call_state(status),
+        "call_status": status,
+        "extension_id": text(raw, "extension_id"),
+        "tenant_id": text(raw, "tenant_id"),
+    }
+    identity = (number, status, text(raw, "time"))
+    return [_state_event(ctx, name, f"extension/{number}", _time(raw, ctx), identity, data, raw)]
+
+
+def _extension_status(raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
+    """A list of extensions' states (sent on subscribe and on online/offline): one event each."""
+    entries = _list(raw, "status")
+    if not entries:
+        raise PayloadError("status", "missing: expected a list of extension states")
+    events = []
+    for index, entry in enumerate(entries):
+        where = f"status[{index}]"
+        if not isinstance(entry, dict):
+            raise PayloadError(where, f"expected an object, got {type(entry).__name__}")
+        try:
+            number = _extension_number(entry, "extension")
+            status = text(entry, "call_status")
+            online = entry.get("online")
+            state = _call_state(status)
+            if online is False and state in ("idle", "unknown"):
+                state = "unavailable"
+            data = {
+                "extension": number,
+                "state": state,
+                "call_status": status,
+                "online": online if isinstance(online, bool) else None,
+                "presence": text(entry, "presence"),
+                "extension_id": text(entry, "extension_id"),
+                "tenant_id": text(raw, "tenant_id"),
+            }
+            time = _time(entry, ctx)
+            identity = (number, status, str(online), text(entry, "time"), index)
+        except PayloadError as exc:
+            raise PayloadError(f"{where}.{exc.field}", exc.problem) from None
+        subject = f"extension/{number}"
+        events.append(_state_event(ctx, name, subject, time, identity, data, raw))
+    return events
+
+
+# PortSIP agent states (its REST schema's list) -> agent.state's state.
+_AGENT_STATES: Final = {
+    "ready": "available",
+    "not_ready": "paused",
+    "break": "paused",
+    "lunch": "paused",
+    "wrap_up": "wrap_up",
+    "queue_call": "busy",
+    "other_call": "busy",
+    "logged_in": "logged_in",
+    "logged_out": "logged_out",
+    "offline": "logged_out",
+}
+
+
+def _extension_agent_status(raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
+    """An agent's state in each of its queues: one ``agent.state`` per queue."""
+    number = _extension_number(raw, "extension")
+    entries = _list(raw, "agent_status")
+    if not entries:
+        raise PayloadError("agent_status", "missing: expected a list of queue states")
+    time = _time(raw, ctx)
+    events = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise PayloadError(f"agent_status[{index}]", "expected an object")
+        status = text(entry, "status")
+        queue = text(entry, "queue_number")
+        data = {
+            "agent": number,
+            "extension": number,
+            "queue": queue,
+            "state": _AGENT_STATES.get((status or "").lower(), "unknown"),
+            "agent_status": status,
+            "extension_id": text(raw, "extension_id"),
+            "tenant_id": text(raw, "tenant_id"),
+        }
+        identity = (number, queue, status, text(raw, "time"))
+        events.append(_state_event(ctx, name, f"agent/{number}", time, identity, data, raw))
+    return events
+
+
+def _extension_number(raw: dict[str, Any], key: str) -> str:
+    address = text(raw, key)
+    if address is None:
+        raise PayloadError(key, "missing")
+    number, _ = parse_address(address)
+    if number is None:
+        raise PayloadError(key, f"no extension number in {address!r}")
+    return number
+
+
+def _state_event(
+    ctx: SourceContext,
+    vendorevent: str,
+    subject: str,
+    time: datetime,
+    identity: tuple[object, ...],
+    data: dict[str, Any],
+    raw: dict[str, Any],
+) -> Event:
+    type_ = "agent.state" if subject.startswith("agent/") else "extension.state"
+    return vendor_event(ctx, vendorevent, type_, time, subject, identity, data, raw)
+
+
 # The CDR's call_status. fail is refined by status_code like call_fail's fail_code.
-_CDR_STATUSES: Final = {"answered": "answered", "noanswer": "no_answer", "no_answer": "no_answer"}
+_CDR_STATUSES: Final = {"noanswer": "no_answer", "no_answer": "no_answer"}
+
+
+class _Answer(NamedTuple):
+    """The first call target a person answered, from a CDR's call_targets[]."""
+
+    number: str | None
+    answered: datetime
+    ended: datetime | None
+    talk_s: int | None
 
 
 def _call_cdr(raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]:
@@ -262,29 +406,48 @@ def _call_cdr(raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]
     ended = _instant(raw, "ended_time")
     status = (text(raw, "call_status") or "").lower()
     code = _sip_code(raw, "status_code")
-    disposition = _CDR_STATUSES.get(status)
-    if status in ("fail", "failed"):
-        disposition = _FAIL_DISPOSITIONS.get(code, "failed") if code is not None else "failed"
-    ring_s = seconds(raw, "ring_duration")
+    targets = _list(raw, "call_targets") or []
+    detailed = any(isinstance(item, dict) for item in targets)
+    person = _person_answer(targets)
     talk_s = seconds(raw, "talk_duration")
-    direction = text(raw, "direction")
+    ring_s = seconds(raw, "ring_duration")
+    hangup_cause = text(raw, "ended_reason") or text(raw, "end_reason")
+    # PortSIP's top-level answered_time and call_status are the first target that answered,
+    # which is the IVR or the queue whenever the call met one ("this time represents when the
+    # PBX IVR answered"). A person answering shows in call_targets[]: a target that rang, then
+    # answered. Only the CDRs without per-target detail fall back on the top-level fields.
+    disposition: str | None = None
+    pbx_answered = None
+    if person is not None:
+        disposition = "answered"
+        answered, talk_s = person.answered, person.talk_s
+        ended = ended or person.ended
+    elif status in ("fail", "failed"):
+        disposition = _FAIL_DISPOSITIONS.get(code, "failed") if code is not None else "failed"
+    elif detailed:
+        # Every target is accounted for and no person took the call: if the IVR or a queue
+        # answered, the caller gave up there (or it ended there); otherwise nobody answered.
+        someone = answered is not None or any(_answered_at(item) for item in targets)
+        disposition = "abandoned" if someone else "no_answer"
+    elif status in _CDR_STATUSES or (not status and answered is None and ended is not None):
+        disposition = "no_answer"  # answered_time 0 "means the call was not answered"
+    elif status == "answered" or answered is not None:
+        pbx_answered = True  # may be the IVR: the call fold takes it while nothing says more
     data = {
-        **_call_data(raw, key),
-        "direction": _DIRECTIONS.get(direction.lower()) if direction else None,
+        **_call_data(raw, key, ctx),
         "did": text(raw, "did") or text(raw, "did_cid"),
         "cdr_id": text(raw, "cdr_id"),
         "trunk": text(raw, "trunk_name"),
-        # answered may be the IVR answering (PortSIP's answered_time is the first answer): for
-        # "did a person answer", call_established / call_noanswer / call_fail are the truth,
-        # and the writer's call state has them whenever they came before the CDR.
+        "agent": person.number if person is not None else None,
         "disposition": disposition,
-        "hangup_cause": text(raw, "ended_reason") or text(raw, "end_reason"),
+        "pbx_answered": pbx_answered,
+        "hangup_cause": hangup_cause if hangup_cause != "None" else None,
         "status_code": str(code) if code is not None else None,
         "timings": timings(
             started_at=started,
             answered_at=answered,
             ended_at=ended,
-            ring_s=ring_s if ring_s is not None else span_s(ringing, answered or ended),
+            ring_s=ring_s if ring_s else span_s(ringing, answered or ended),
             talk_s=talk_s if talk_s is not None else span_s(answered, ended),
             total_s=span_s(started, ended),
         ),
@@ -293,6 +456,39 @@ def _call_cdr(raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]
     identity = ("cdr", key, text(raw, "cdr_id"), text(raw, "ended_time"), status)
     time = believable(ended, ctx) if ended else _time(raw, ctx)
     return [_event(ctx, name, "call.completed", time, key, identity, data, raw)]
+
+
+def _answered_at(item: object) -> datetime | None:
+    return _instant(item, "answered_time") if isinstance(item, dict) else None
+
+
+def _person_answer(targets: list[Any]) -> _Answer | None:
+    """The earliest target that rang before it answered: a person, not the IVR or a queue.
+
+    The IVR and queue legs of PortSIP's own samples answer the instant they are offered the
+    call (ring_time == answered_time, ring_duration 0); a phone rings first.
+    """
+    found: _Answer | None = None
+    for item in targets:
+        if not isinstance(item, dict):
+            continue
+        answered = _answered_at(item)
+        if answered is None:
+            continue
+        rang = _instant(item, "ring_time")
+        if not (seconds(item, "ring_duration") or (rang is not None and rang < answered)):
+            continue
+        if found is not None and found.answered <= answered:
+            continue
+        number = next(
+            (parse_address(item[k])[0] for k in _TARGET_KEYS if type(item.get(k)) is str), None
+        )
+        ended = _instant(item, "ended_time")
+        talk = seconds(item, "talk_duration")
+        found = _Answer(
+            number, answered, ended, talk if talk is not None else span_s(answered, ended)
+        )
+    return found
 
 
 _HANDLERS: Final[dict[str, Handler]] = {
@@ -311,6 +507,18 @@ _HANDLERS: Final[dict[str, Handler]] = {
     "call_fail": _call_end,
     "call_ended": _call_end,
     "call_cdr": _call_cdr,
+    # Newer PortSIP's CDR URL: the same story, named after the CDR's call targets.
+    "call_update_info": _call_start,
+    "cdr_target_add": _target_other,
+    "cdr_target_ringing": _target_ringing,
+    "cdr_target_answer": _call_established,
+    "cdr_target_noanswer": _target_stopped,
+    "cdr_target_fail": _target_stopped,
+    "cdr_target_end": _target_other,
+    # v16.2+ extension events (the Event URL of v22, and the pub/sub stream).
+    "extension_call": _extension_call,
+    "extension_status": _extension_status,
+    "extension_agent_status": _extension_agent_status,
 }
 
 
@@ -325,13 +533,25 @@ def _call_key(raw: dict[str, Any]) -> str:
     return key
 
 
-def _call_data(raw: dict[str, Any], key: str) -> dict[str, Any]:
+def _call_data(raw: dict[str, Any], key: str, ctx: SourceContext) -> dict[str, Any]:
     caller, caller_name = _party(raw, "caller")
     callee, callee_name = _party(raw, "callee")
     sip_call_id = text(raw, "call_id")
+    given = text(raw, "direction")
+    direction = _DIRECTIONS.get(given.lower()) if given else None
+    inferred = None
+    if direction is None:
+        # The OnCall document's own sample (and PortSIP's call_ended, call_noanswer, ...)
+        # carries no direction: infer it from the two parties, and say so.
+        direction = infer_direction(
+            side(caller, _host(raw, "caller"), ctx), side(callee, _host(raw, "callee"), ctx)
+        )
+        inferred = True if direction else None
     return {
         "call_id": key,
         "sip_call_id": sip_call_id if sip_call_id != key else None,
+        "direction": direction,
+        "direction_inferred": inferred,
         "from": caller,
         "to": callee,
         "from_name": text(raw, "caller_display_name") or caller_name,
@@ -339,6 +559,20 @@ def _call_data(raw: dict[str, Any], key: str) -> dict[str, Any]:
         "tenant_id": text(raw, "tenant_id"),
         "tenant_name": text(raw, "tenant_name"),
     }
+
+
+def _host(raw: dict[str, Any], key: str) -> str | None:
+    """The host of a party's SIP URI (``sip:108@host:5060`` -> ``host``), if it has one."""
+    value = text(raw, key)
+    if value is None:
+        return None
+    uri = value.partition("<")[2].partition(">")[0] if "<" in value else value
+    if "@" not in uri:
+        return None
+    host = uri.rpartition("@")[2].partition(";")[0]
+    if host.startswith("["):
+        return host[1:].partition("]")[0] or None
+    return host.partition(":")[0] or None
 
 
 def _party(raw: dict[str, Any], key: str) -> tuple[str | None, str | None]:
@@ -352,7 +586,8 @@ def _number(raw: dict[str, Any], key: str) -> str | None:
 
 def _target(raw: dict[str, Any]) -> tuple[str | None, str | None]:
     """The endpoint an event is about (call_target, else the callee): number and as sent."""
-    for key in ("call_target", "callee"):
+    # cdr_target_* name it "destination", misspelt "destiantion" in PortSIP's own table.
+    for key in ("call_target", "destination", "destiantion", "callee"):
         value = text(raw, key)
         if value is not None:
             return parse_address(value)[0], value
@@ -360,7 +595,15 @@ def _target(raw: dict[str, Any]) -> tuple[str | None, str | None]:
 
 
 # Keys a call_targets[] object may name its endpoint by (PortSIP does not document them).
-_TARGET_KEYS: Final = ("call_target", "target", "callee", "uri", "number", "extension")
+_TARGET_KEYS: Final = (
+    "callee",
+    "destination",
+    "call_target",
+    "target",
+    "uri",
+    "number",
+    "extension",
+)
 
 
 def _targets(raw: dict[str, Any]) -> list[str]:
