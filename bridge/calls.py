@@ -79,34 +79,35 @@ class Fact(msgspec.Struct, frozen=True, array_like=True):
 
     value: Any
     authority: int
-    time: str  # the event's time, RFC 3339 as events carry it
+    time: str  # the event's time, RFC 3339 with microseconds always (see _sortable)
     id: str  # the event's id: the last tie-break, so the order is total
 
     def beats(self, other: Fact | None) -> bool:
+        """Higher authority wins, then the earlier time, then the smaller id."""
         if other is None:
             return True
-        if self.authority != other.authority:
-            return self.authority > other.authority
-        mine, theirs = _sortable(self.time), _sortable(other.time)
-        if mine != theirs:
-            return mine < theirs
-        return self.id < other.id
+        return (self.authority, other.time, other.id) > (other.authority, self.time, self.id)
 
 
 def _sortable(time: str) -> str:
-    # rfc3339() writes microseconds only when there are any: "…:05Z" sorts after "…:05.5Z".
+    # rfc3339() writes microseconds only when there are any, and "…:05Z" sorts after
+    # "…:05.5Z": with six digits always, the strings sort as the instants do.
     return time if "." in time else f"{time[:-1]}.000000Z"
+
+
+def _plain(time: str) -> str:
+    """A Fact's time as events carry it (the inverse of :func:`_sortable`)."""
+    return time.replace(".000000Z", "Z")
 
 
 def _earliest(a: Fact | None, b: Fact) -> Fact:
     """The earlier of two pieces of evidence, whatever their authority."""
-    if a is None:
+    if a is None or (b.time, b.id) < (a.time, a.id):
         return b
-    key_a, key_b = (_sortable(a.time), a.id), (_sortable(b.time), b.id)
-    return a if key_a <= key_b else b
+    return a
 
 
-class Record(msgspec.Struct, kw_only=True):
+class Record(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A call as the bridge knows it: the ``calls`` row's ``record`` column."""
 
     source: str
@@ -117,7 +118,10 @@ class Record(msgspec.Struct, kw_only=True):
     answer: Fact | None = None  # the earliest live evidence of a person answering
     end: Fact | None = None  # the earliest evidence of the end (value: its vendorevent)
     records: list[str] = []  # ids of the authoritative records folded in
-    ids: list[str] = []  # every vendor event folded in (committed or not): the dedup set
+    # The vendor events folded in that the outbox does not hold under their own id (a second
+    # end, a hangup committed as the call-level call.ended): with the outbox, the dedup set.
+    ids: list[str] = []
+    seen: int = 0  # vendor events folded in
     seqs: list[int] = []  # the committed events of this call, in commit order
     initiated: bool = False  # a call.initiated was committed
     ended: bool = False  # the call.ended was committed
@@ -201,15 +205,25 @@ class Record(msgspec.Struct, kw_only=True):
             return [f"a record says {said}, but event {self.answer.id} shows a person answered"]
         return []
 
-    def summary(self) -> dict[str, Any]:
-        """The normalised fields a derived event (or an end) carries."""
-        data: dict[str, Any] = {key: self.value(key) for key in _CARRIED}
+    def parties(self) -> dict[str, Any]:
+        """The call's known parties and direction (what an end copies when it lacks them)."""
+        facts = self.facts
+        data = {key: fact.value for key in _CARRIED if (fact := facts.get(key)) is not None}
         if self.direction_inferred:
             data["direction_inferred"] = True
-        data["targets"] = list(self.targets) or None
-        data["disposition"] = self.disposition
-        data["timings"] = {key: fact.value for key, fact in sorted(self.timings.items())} or None
-        return {key: value for key, value in data.items() if value is not None}
+        return data
+
+    def summary(self) -> dict[str, Any]:
+        """The normalised fields a derived event carries: everything the call accumulated."""
+        data = self.parties()
+        if self.targets:
+            data["targets"] = list(self.targets)
+        disposition = self.disposition
+        if disposition is not None:
+            data["disposition"] = disposition
+        if self.timings:
+            data["timings"] = {key: fact.value for key, fact in sorted(self.timings.items())}
+        return data
 
 
 class Fold(msgspec.Struct, kw_only=True):
@@ -243,23 +257,24 @@ def fold(
         return Fold(
             record=record, emit=_decide(record, event, now=now, settle_s=settle_s), duplicate=True
         )
-    seen_before = bool(record.ids)
+    seen_before = record.seen > 0
+    record.seen += 1
     prior_answer = record.answer
-    bisect.insort(record.ids, event.id)
     _merge(record, event)
 
     kind = event.type
     emit: list[Event] = []
     if kind == "call.initiated":
         if record.initiated:
-            record.folded += 1
+            _folded(record, event)
         else:
             record.initiated = True
             emit.append(_flag_late(event) if seen_before else event)
     elif kind == "call.ended":
         if record.ended:
-            record.folded += 1
+            _folded(record, event)
         else:
+            bisect.insort(record.ids, event.id)  # committed under the call-level id
             emit.append(_end(record, event))
     elif kind == "call.completed":
         if not record.ended:
@@ -280,6 +295,11 @@ def fold(
     return Fold(record=record, emit=emit)
 
 
+def _folded(record: Record, event: Event) -> None:
+    record.folded += 1
+    bisect.insort(record.ids, event.id)
+
+
 def settle(record: Record, *, now: float) -> list[Event]:
     """The settle window of a pending miss has passed (``missed_due_at <= now``): decide it."""
     if record.missed_due_at is None or record.missed_due_at > now:
@@ -294,9 +314,21 @@ def settle(record: Record, *, now: float) -> list[Event]:
 # -- merging facts ---------------------------------------------------------------------------
 
 
-def _put(facts: dict[str, Fact], key: str, candidate: Fact) -> None:
-    if candidate.beats(facts.get(key)):
-        facts[key] = candidate
+def _offer(
+    table: dict[str, Fact], key: str, value: Any, authority: int, time: str, id_: str
+) -> None:
+    """Keep ``value`` for ``key`` if it beats the current one (see :meth:`Fact.beats`).
+
+    The rank is compared before a Fact is made: most events of a call repeat what an earlier
+    one said, and lose, so this runs for every field of every call event.
+    """
+    current = table.get(key)
+    if current is None or (authority, current.time, current.id) > (
+        current.authority,
+        time,
+        id_,
+    ):
+        table[key] = Fact(value, authority, time, id_)
 
 
 def _merge(record: Record, event: Event) -> None:
@@ -307,30 +339,38 @@ def _merge(record: Record, event: Event) -> None:
         authority = _RECORD_AUTHORITY.get(event.vendorevent, RECORD)
         if event.id not in record.records:
             bisect.insort(record.records, event.id)
-    time, id_ = event.time, event.id
+    time, id_ = _sortable(event.time), event.id
     facts = record.facts
     for key in _PLAIN:
         value = data.get(key)
-        if value is not None:
-            _put(facts, key, Fact(value, authority, time, id_))
+        if value is None:
+            continue
+        # _offer inlined: this loop runs for every field of every call event.
+        current = facts.get(key)
+        if current is None or (authority, current.time, current.id) > (
+            current.authority,
+            time,
+            id_,
+        ):
+            facts[key] = Fact(value, authority, time, id_)
     if authority >= RECORD:
         for key in _FROM_RECORDS:
             value = data.get(key)
             if value is not None:
-                _put(facts, key, Fact(value, authority, time, id_))
+                _offer(facts, key, value, authority, time, id_)
     elif (cause := data.get("hangup_cause")) is not None and kind == "call.ended":
-        _put(facts, "hangup_cause", Fact(cause, LIVE, time, id_))
+        _offer(facts, "hangup_cause", cause, LIVE, time, id_)
     direction = data.get("direction")
     if direction is not None:
         given = INFERRED if data.get("direction_inferred") else authority
-        _put(facts, "direction", Fact(direction, given, time, id_))
+        _offer(facts, "direction", direction, given, time, id_)
     disposition = data.get("disposition")
     if disposition is None and kind == "call.completed" and data.get("pbx_answered"):
         # The PBX says the channel was answered, which the IVR does too: an answer unless a
         # more authoritative record (a call centre's) says nobody took the call.
         disposition = "answered"
     if disposition is not None and kind in ("call.completed", "call.ended"):
-        _put(facts, "disposition", Fact(disposition, authority, time, id_))
+        _offer(facts, "disposition", disposition, authority, time, id_)
 
     target = data.get("target")
     targets = data.get("targets")
@@ -341,21 +381,21 @@ def _merge(record: Record, event: Event) -> None:
     timings = data.get("timings")
     if isinstance(timings, dict):
         for key, value in timings.items():
-            _put(record.timings, key, Fact(value, authority, time, id_))
+            _offer(record.timings, key, value, authority, time, id_)
     if kind == "call.initiated":
-        _put(record.timings, "started_at", Fact(time, LIVE, time, id_))
+        _offer(record.timings, "started_at", event.time, LIVE, time, id_)
     elif kind in ("call.ended", "call.completed"):
         ended_at = timings.get("ended_at") if isinstance(timings, dict) else None
-        end = Fact(event.vendorevent, authority, ended_at or time, id_)
-        record.end = _earliest(record.end, end)
+        end_time = _sortable(ended_at) if isinstance(ended_at, str) else time
+        record.end = _earliest(record.end, Fact(event.vendorevent, authority, end_time, id_))
         if kind == "call.ended":
-            _put(record.timings, "ended_at", Fact(time, LIVE, time, id_))
+            _offer(record.timings, "ended_at", event.time, LIVE, time, id_)
 
     if kind == "call.answered":
         record.answer = _earliest(record.answer, Fact(target, LIVE, time, id_))
-        _put(record.timings, "answered_at", Fact(time, LIVE, time, id_))
+        _offer(record.timings, "answered_at", event.time, LIVE, time, id_)
         if target:
-            _put(facts, "agent", Fact(target, LIVE, time, id_))
+            _offer(facts, "agent", target, LIVE, time, id_)
 
 
 # -- what consumers see ----------------------------------------------------------------------
@@ -368,10 +408,7 @@ def _flag_late(event: Event) -> Event:
 def _end(record: Record, event: Event) -> Event:
     """The call's one ``call.ended``: a call-level id, the disposition once it is known."""
     record.ended = True
-    data = dict(event.data)
-    for key, value in record.summary().items():
-        if key in _CARRIED or key == "direction_inferred":
-            data.setdefault(key, value)
+    data = {**record.parties(), **event.data}
     disposition = record.disposition
     if disposition is not None:
         data["disposition"] = disposition
@@ -392,6 +429,8 @@ def _decide(record: Record, trigger: Event, *, now: float, settle_s: float) -> l
     revokes a miss; the cc_cdr that says no agent took the call makes it missed again). With
     consistent evidence a call has at most one call.missed.
     """
+    if record.end is None and record.missed_due_at is None:
+        return []  # the call goes on: nothing to decide yet (most events)
     if record.missed:
         if record.answered or record.direction != "inbound":
             return [_revoked(record, trigger)]
@@ -410,7 +449,7 @@ def _decide(record: Record, trigger: Event, *, now: float, settle_s: float) -> l
 
 
 def _evidence(event: Event) -> Fact:
-    return Fact(event.vendorevent, LIVE, event.time, event.id)
+    return Fact(event.vendorevent, LIVE, _sortable(event.time), event.id)
 
 
 def _missed(record: Record, because: Fact, decided_by: str) -> Event:
@@ -420,7 +459,7 @@ def _missed(record: Record, because: Fact, decided_by: str) -> Event:
     reason = record.value("missed_reason") or record.disposition or "no_answer"
     extra = {"missed_reason": reason, "decided_by": decided_by, "derived_from": because.id}
     end_time = record.end.time if record.end is not None else because.time
-    event = _make(record, "call.missed", end_time, str(because.value), extra)
+    event = _make(record, "call.missed", _plain(end_time), str(because.value), extra)
     return _nth(event, record.misses)
 
 

@@ -16,6 +16,7 @@ import msgspec
 from bridge.events import TYPES, Event
 from bridge.vendors.base import Normalizer
 from bridge.vendors.registry import STREAMS, VENDORS
+from tests import scenarios
 from tests.callplay import Player
 from tests.fixtureutil import context_for, load_fixtures, payload_for
 
@@ -86,6 +87,26 @@ def story(folder: str, fixture: dict[str, Any]) -> list[Event]:
     return player.committed
 
 
+LATE_ANSWER = (
+    "the answered call of `tests/scenarios.py` (OnCall), its `call_established` delivered after"
+    " the settle window"
+)
+
+
+def late_answer() -> Event:
+    """call.missed_revoked: a call_start and call_ended, the window passes, then the answer."""
+    (answered,) = [s for s in scenarios.oncall() if s.name == "answered"]
+    start, established, ended = (
+        next(e for e in answered.events if e.vendorevent == name)
+        for name in ("call_start", "call_established", "call_ended")
+    )
+    player = Player()
+    player.play([start, ended], now=0.0)
+    player.settle(now=60.0)
+    (revoked,) = [e for e in player.play([established], now=120.0) if e.type.endswith("revoked")]
+    return revoked
+
+
 def _json(event: Event) -> str:
     return json.dumps(msgspec.to_builtins(event), indent=2, ensure_ascii=False)
 
@@ -104,7 +125,10 @@ def render() -> str:
             for seq, event in enumerate(produced, start=1):
                 # As a subscriber sees it: committed, so numbered.
                 committed = msgspec.structs.replace(event, seq=seq)
-                examples.setdefault((event.type, vendor_dir), (case, committed))
+                where = f"`tests/fixtures/{vendor_dir}/{case}.json`"
+                examples.setdefault((event.type, vendor_dir), (where, committed))
+    revoked = late_answer()
+    examples[(revoked.type, "oncall")] = (LATE_ANSWER, msgspec.structs.replace(revoked, seq=4))
     parts.append("\n## Examples\n")
     parts.append("One per type and vendor, from the fixture named under it.\n")
     for kind in sorted(TYPES):
@@ -118,7 +142,7 @@ def render() -> str:
             parts.append("No vendor implemented so far produces this type.\n")
             continue
         for vendor, (case, event) in found:
-            parts.append(f"{vendor}, `tests/fixtures/{vendor}/{case}.json`:\n")
+            parts.append(f"{vendor}, {case}:\n")
             parts.append(f"```json\n{_json(event)}\n```\n")
     return "\n".join(parts).rstrip() + "\n"
 

@@ -42,3 +42,15 @@ def test_schema_rejects_an_unknown_type() -> None:
     event["type"] = "call.teleported"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(event, SCHEMA)
+
+
+def test_every_scenario_event_matches_the_json_schema() -> None:
+    """The whole-call scenarios' events, revocations included, validate against the schema."""
+    from tests.callplay import Player
+    from tests.scenarios import every
+
+    for scenario in every():
+        player = Player(settle_s=0)
+        player.play(scenario.events)
+        for event in [*player.committed, docgen.late_answer()]:
+            jsonschema.validate(msgspec.to_builtins(event), SCHEMA)

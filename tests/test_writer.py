@@ -11,6 +11,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from bridge import calls
 from bridge.api.hub import Hub
 from bridge.config import StorageConfig
 from bridge.errors import OutboxError, OverloadedError
@@ -88,11 +89,8 @@ async def test_call_state_is_updated_in_the_same_transaction(
     await decisive.submit([call_event("call.ended", n=2)])
     types = [r[2] for r in rows(storage)]
     assert types == ["call.initiated", "call.ringing", "call.ended", "call.missed"]
-    (call,) = rows(
-        storage,
-        "SELECT state, answered, direction, missed, first_seq, last_seq, missed_due_at FROM calls",
-    )
-    assert call == (3, 0, "inbound", 1, 1, 4, None)
+    (call,) = rows(storage, "SELECT state, missed, first_seq, last_seq, missed_due_at FROM calls")
+    assert call == (3, 1, 1, 4, None)
 
 
 async def test_settle_window_decides_the_miss_later_in_its_own_commit(
@@ -120,7 +118,9 @@ async def test_an_answer_inside_the_window_cancels_the_miss(
         await writer.submit([call_event("call.ended", n=1)])
         await writer.submit([call_event("call.answered", n=2, target="108")])
         assert writer.tally.late == 1
-    assert rows(storage, "SELECT answered, missed, missed_due_at FROM calls") == [(1, 0, None)]
+    assert rows(storage, "SELECT state, missed, missed_due_at FROM calls") == [(3, 0, None)]
+    ((body,),) = rows(storage, "SELECT record FROM calls")
+    assert calls.decode(body).answered
 
 
 async def test_a_pending_miss_survives_a_restart_and_is_said_once(

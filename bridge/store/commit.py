@@ -281,37 +281,28 @@ def _insert_events(conn: sqlite3.Connection, rows: list[tuple[object, ...]]) -> 
 def _upsert_calls(
     conn: sqlite3.Connection, items: Iterable[tuple[tuple[str, str], _Call]], now: float
 ) -> None:
-    rows = []
-    for (source, subject), call in items:
-        if not call.changed:
-            continue
-        record = call.record
-        answer = record.timings.get("answered_at")
-        rows.append(
-            (
-                source,
-                subject,
-                _STATES[record.state],
-                int(record.answered),
-                record.direction,
-                int(record.missed),
-                None if answer is None else answer.value,
-                call.first_seq,
-                call.last_seq,
-                now,
-                calls.encode(record),
-                record.missed_due_at,
-            )
+    rows = [
+        (
+            source,
+            subject,
+            _STATES[call.record.state],
+            int(call.record.missed),
+            call.first_seq,
+            call.last_seq,
+            now,
+            calls.encode(call.record),
+            call.record.missed_due_at,
         )
+        for (source, subject), call in items
+        if call.changed
+    ]
     for chunk in _chunks(rows):
         conn.execute(
-            "INSERT INTO calls (source, subject, state, answered, direction, missed,"
-            " answered_at, first_seq, last_seq, updated_at, record, missed_due_at) VALUES "
-            + _placeholders(len(chunk), 12)
+            "INSERT INTO calls (source, subject, state, missed, first_seq, last_seq, updated_at,"
+            " record, missed_due_at) VALUES "
+            + _placeholders(len(chunk), 9)
             + " ON CONFLICT (source, subject) DO UPDATE SET state = excluded.state,"
-            " answered = excluded.answered, direction = excluded.direction,"
-            " missed = excluded.missed, answered_at = excluded.answered_at,"
-            " first_seq = coalesce(first_seq, excluded.first_seq),"
+            " missed = excluded.missed, first_seq = coalesce(first_seq, excluded.first_seq),"
             " last_seq = coalesce(excluded.last_seq, last_seq), updated_at = excluded.updated_at,"
             " record = excluded.record, missed_due_at = excluded.missed_due_at",
             [value for row in chunk for value in row],

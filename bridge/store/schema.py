@@ -82,10 +82,32 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     """,
     # 4: the call fold. A call's record (the folded facts, as JSON), its pending miss decision
     # (due time, indexed: the writer settles what falls due, across restarts) and an index
-    # for the calls API's newest-activity-first pages.
+    # for the calls API's newest-activity-first pages. The table becomes a rowid table: a
+    # record is a few hundred bytes, and WITHOUT ROWID tables are for small rows. The columns
+    # of the forward-only state machine stay, for rows written before this version.
     """
-    ALTER TABLE calls ADD COLUMN record BLOB;
-    ALTER TABLE calls ADD COLUMN missed_due_at REAL;
+    CREATE TABLE calls_folded (
+        source        TEXT    NOT NULL,
+        subject       TEXT    NOT NULL,
+        state         INTEGER NOT NULL,
+        answered      INTEGER,
+        direction     TEXT,
+        missed        INTEGER NOT NULL,
+        answered_at   TEXT,
+        first_seq     INTEGER,
+        last_seq      INTEGER,
+        updated_at    REAL    NOT NULL,
+        record        BLOB,
+        missed_due_at REAL,
+        UNIQUE (source, subject)
+    );
+    INSERT INTO calls_folded (source, subject, state, answered, direction, missed, answered_at,
+        first_seq, last_seq, updated_at)
+        SELECT source, subject, state, answered, direction, missed, answered_at, first_seq,
+            last_seq, updated_at FROM calls;
+    DROP TABLE calls;
+    ALTER TABLE calls_folded RENAME TO calls;
+    CREATE INDEX calls_updated_at ON calls (updated_at);
     CREATE INDEX calls_missed_due_at ON calls (missed_due_at) WHERE missed_due_at IS NOT NULL;
     CREATE INDEX calls_last_seq ON calls (last_seq);
     """,
