@@ -272,3 +272,17 @@ async def test_call_rows_from_before_the_fold_keep_their_story(
         again = await writer.submit([call_event("call.ended", n=6)])
     assert [decode(c.body).type for c in added] == ["call.ended", "call.missed"]
     assert again == []
+
+
+async def test_a_late_record_for_a_forgotten_call_does_not_repeat_its_derived_events(
+    decisive: Writer, storage: StorageConfig
+) -> None:
+    """A CDR after the call's row expired derives the end and the miss again: already stored,
+    they are skipped rather than failing the batch (which the PBX would retry forever)."""
+    await decisive.submit([call_event("call.initiated", direction="inbound")])
+    await decisive.submit([call_event("call.ended", n=1)])
+    await decisive.transact(lambda conn: conn.execute("DELETE FROM calls"))
+    added = await decisive.submit([call_event("call.completed", n=2, disposition="no_answer")])
+    assert [decode(c.body).type for c in added] == ["call.completed"]
+    types = [r[2] for r in rows(storage)]
+    assert types == ["call.initiated", "call.ended", "call.missed", "call.completed"]

@@ -80,32 +80,72 @@ class _Call:
 
 
 class _Batch:
-    """The rows one transaction is building: events with their seqs, and the calls touched."""
+    """The events one transaction commits: gathered first, then numbered and written."""
 
-    def __init__(self, next_seq: int, now: float, known: set[str]) -> None:
+    def __init__(self, next_seq: int, now: float, incoming: set[str], stored: set[str]) -> None:
         self.seq = next_seq
         self.now = now
-        self.known = known
-        self.rows: list[tuple[object, ...]] = []
+        self.incoming = incoming  # the ids of the events submitted
+        self.known = stored  # ids the outbox has, then also those this batch commits
+        self.requests: list[list[tuple[Event, _Call | None]]] = []
         self.tally = Tally()
 
-    def add(self, out: Event, call: _Call | None, into: list[Committed]) -> None:
-        if out.id in self.known:
-            return  # a derived event an earlier batch already produced
-        self.known.add(out.id)
-        seq = self.seq
-        body = encode(msgspec.structs.replace(out, seq=seq))
-        self.rows.append((seq, out.id, out.type, out.source, out.subject, out.time, self.now, body))
-        into.append(Committed(seq, out.type, out.source, out.subject, body))
-        if call is not None:
-            call.first_seq = call.first_seq or seq
-            call.last_seq = seq
-            call.record.seqs.append(seq)
-        if out.type == "call.missed":
-            self.tally.missed += 1
-        elif out.type == "call.missed_revoked":
-            self.tally.revoked += 1
-        self.seq += 1
+    def request(self) -> list[tuple[Event, _Call | None]]:
+        out: list[tuple[Event, _Call | None]] = []
+        self.requests.append(out)
+        return out
+
+    def emit(
+        self, event: Event, call: _Call | None, into: list[tuple[Event, _Call | None]]
+    ) -> None:
+        if event.id not in self.known:
+            self.known.add(event.id)
+            into.append((event, call))
+
+    def write(self, conn: sqlite3.Connection) -> list[list[Committed]]:
+        """Number and insert what was gathered; returns each request's committed events.
+
+        A derived event's id was not in the first lookup (only the submitted ids were): one
+        more lookup finds any an earlier transaction already holds, as when a call's row
+        expired and a late CDR derives the call's end again.
+        """
+        derived = {event.id for request in self.requests for event, _ in request}
+        derived -= self.incoming
+        held = _stored_ids(conn, derived) if derived else set()
+        rows: list[tuple[object, ...]] = []
+        added: list[list[Committed]] = []
+        for request in self.requests:
+            mine: list[Committed] = []
+            for event, call in request:
+                if event.id in held:
+                    continue
+                seq = self.seq
+                self.seq += 1
+                body = encode(msgspec.structs.replace(event, seq=seq))
+                rows.append(
+                    (
+                        seq,
+                        event.id,
+                        event.type,
+                        event.source,
+                        event.subject,
+                        event.time,
+                        self.now,
+                        body,
+                    )
+                )
+                mine.append(Committed(seq, event.type, event.source, event.subject, body))
+                if call is not None:
+                    call.first_seq = call.first_seq or seq
+                    call.last_seq = seq
+                    call.record.seqs.append(seq)
+                if event.type == "call.missed":
+                    self.tally.missed += 1
+                elif event.type == "call.missed_revoked":
+                    self.tally.revoked += 1
+            added.append(mine)
+        _insert_events(conn, rows)
+        return added
 
 
 def commit(
@@ -128,21 +168,21 @@ def commit(
     conn.execute("BEGIN IMMEDIATE")
     try:
         flat = [event for events in requests for event in events]
-        batch = _Batch(next_seq, now, _stored_ids(conn, {event.id for event in flat}))
+        incoming = {event.id for event in flat}
+        batch = _Batch(next_seq, now, incoming, _stored_ids(conn, incoming))
         call_rows = _load_calls(
             conn, {(e.source, e.subject) for e in flat if calls.is_call_event(e)}
         )
-        added: list[list[Committed]] = []
         tally = batch.tally
         for events in requests:
-            mine: list[Committed] = []
+            mine = batch.request()
             for event in events:
                 stored = event.id in batch.known
                 if not calls.is_call_event(event):
                     if stored:
                         tally.duplicates += 1  # a retransmission: no new event
                     else:
-                        batch.add(event, None, mine)
+                        batch.emit(event, None, mine)
                     continue
                 key = (event.source, event.subject)
                 call = call_rows.get(key)
@@ -158,13 +198,12 @@ def commit(
                 tally.folded += step.record.folded - before[0]
                 tally.late += step.record.late - before[1]
                 for out in step.emit:
-                    batch.add(out, call, mine)
-            added.append(mine)
+                    batch.emit(out, call, mine)
         for call in call_rows.values():
             if call.changed and call.record.missed_due_at is not None:
                 due = call.record.missed_due_at
                 tally.next_due = due if tally.next_due is None else min(tally.next_due, due)
-        _insert_events(conn, batch.rows)
+        added = batch.write(conn)
         _upsert_calls(conn, call_rows.items(), now)
         conn.execute("COMMIT")
     except BaseException:
@@ -186,15 +225,13 @@ def settle_due(
     try:
         rows = conn.execute(DUE_CALLS_SQL, (now, limit)).fetchall()
         due = {(row[0], row[1]): _row_call(row) for row in rows}
-        decided = [(call, calls.settle(call.record, now=now)) for call in due.values()]
-        derived = {event.id for _, emit in decided for event in emit}
-        batch = _Batch(next_seq, now, _stored_ids(conn, derived))
-        added: list[Committed] = []
-        for call, emit in decided:
+        batch = _Batch(next_seq, now, set(), set())
+        mine = batch.request()
+        for call in due.values():
             call.changed = True
-            for out in emit:
-                batch.add(out, call, added)
-        _insert_events(conn, batch.rows)
+            for out in calls.settle(call.record, now=now):
+                batch.emit(out, call, mine)
+        (added,) = batch.write(conn)
         _upsert_calls(conn, due.items(), now)
         (next_due,) = conn.execute("SELECT min(missed_due_at) FROM calls").fetchone()
         conn.execute("COMMIT")
