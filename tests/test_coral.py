@@ -279,7 +279,7 @@ def test_cdr_direction_orients_from_and_to(
 @pytest.mark.parametrize(
     ("disposition", "expected"),
     [
-        ("ANSWERED", "answered"),
+        ("ANSWERED", None),
         ("NO ANSWER", "no_answer"),
         ("NO_ANSWER", "no_answer"),
         ("BUSY", "busy"),
@@ -289,8 +289,10 @@ def test_cdr_direction_orients_from_and_to(
     ],
 )
 def test_cdr_disposition(disposition: str, expected: str | None) -> None:
-    """CDR dispositions map to the schema's; an unknown one is left out."""
-    assert only(wrap({**CDR, "disposition": disposition})).data.get("disposition") == expected
+    """CDR dispositions map to the schema's; ANSWERED (maybe the IVR) and unknown ones do not."""
+    data = only(wrap({**CDR, "disposition": disposition})).data
+    assert data.get("disposition") == expected
+    assert data.get("pbx_answered") is (True if disposition == "ANSWERED" else None)
 
 
 def test_popup_then_unanswered_cdr_is_a_missed_call() -> None:

@@ -198,8 +198,8 @@ def _extension_state(fields: Fields, raw: dict[str, Any], ctx: SourceContext, in
 
 
 # CDR dispositions (FreeSWITCH's Asterisk-style names), compared without spaces/underscores.
+# ANSWERED is not here: FreeSWITCH answers the channel for the IVR too (see _cdrevent).
 _DISPOSITIONS: Final = {
-    "ANSWERED": "answered",
     "NOANSWER": "no_answer",
     "BUSY": "busy",
     "FAILED": "failed",
@@ -241,7 +241,10 @@ def _cdrevent(
         "extension": extension,
         "other_party": other_party,
         # ANSWERED may be the IVR answering, not a person: FreeSWITCH answers the channel first.
+        # It is the PBX's word (pbx_answered), which the call fold takes as an answer while no
+        # live evidence (the realtime stream's bridge) or better record says otherwise.
         "disposition": _DISPOSITIONS.get(disposition),
+        "pbx_answered": True if disposition == "ANSWERED" else None,
         "timings": timings(
             started_at=started,
             answered_at=answered,
