@@ -23,11 +23,13 @@ from bridge.vendors.base import (
     Vendor,
     believable,
     epoch,
+    infer_direction,
     local_time,
     parse_json_object,
     recording,
     required,
     seconds,
+    side,
     span_s,
     text,
     timings,
@@ -379,35 +381,22 @@ def _is_trunk_channel(channel: str | None, max_digits: int) -> bool:
     return any(len(run) > max_digits for run in re.findall(r"[0-9]+", resource))
 
 
-def _side(number: str | None, channel: str | None, max_digits: int) -> str | None:
-    """``extension``, ``external`` or None (cannot tell) for one end of a dial."""
-    if _is_trunk_channel(channel, max_digits):
-        return "external"
-    if number is None:
-        return None
-    digits = number.removeprefix("+")
-    if not (digits.isascii() and digits.isdigit()):
-        return None  # "anonymous", "*97", a SIP URI: no evidence either way
-    if number.startswith("+") or len(digits) > max_digits:
-        return "external"
-    return "extension"
-
-
-_DIAL_DIRECTIONS: Final = {
-    ("external", "extension"): "inbound",
-    ("extension", "external"): "outbound",
-    ("extension", "extension"): "internal",
-}
-
-
 def _dial_direction(fields: Fields, ctx: SourceContext) -> str | None:
-    """dialbegin/dialend carry no direction: infer it from the two ends, or leave it out."""
+    """dialbegin/dialend carry no direction: infer it from the two ends, or leave it out.
+
+    An end on a trunk channel is outside whatever its number; otherwise its number (and the
+    source's DIDs) tell, as for every vendor (:func:`bridge.vendors.base.side`).
+    """
     limit = ctx.extension_max_digits
-    caller = _side(text(fields, "calleridnum"), text(fields, "channel"), limit)
-    callee_number = text(fields, "destcalleridnum") or text(fields, "destexten")
-    callee = _side(callee_number, text(fields, "destchannel"), limit)
+    ends = []
+    for number_key, channel_key in (("calleridnum", "channel"), ("destcalleridnum", "destchannel")):
+        number = text(fields, number_key)
+        if number_key == "destcalleridnum":
+            number = number or text(fields, "destexten")
+        trunk = _is_trunk_channel(text(fields, channel_key), limit)
+        ends.append("external" if trunk else side(number, None, ctx))
     # trunk to trunk (a forwarded call) or an unknown end: unsure, so no direction
-    return _DIAL_DIRECTIONS.get((caller, callee)) if caller and callee else None
+    return infer_direction(*ends)
 
 
 VENDOR: Final = Vendor(
