@@ -52,8 +52,16 @@ LIVE: Final = 1
 RECORD: Final = 2
 CALL_CENTRE_RECORD: Final = 3
 _RECORD_AUTHORITY: Final = {"cc_cdr": CALL_CENTRE_RECORD}
+# Records that are one of several of a call: Asterisk writes a CDR per channel dialled, so one
+# channel's NO ANSWER may be followed by another's ANSWERED. Their "nobody answered" waits for
+# the settle window instead of deciding at once.
+_PARTIAL_RECORDS: Final = frozenset({("coocenter", "cdr")})
 
 UNANSWERED: Final = frozenset({"no_answer", "busy", "failed", "cancelled", "abandoned"})
+# A disposition's rank is authority * _TIERS + 1 if it says answered: see _merge.
+_TIERS: Final = 2
+# A call's state, in order (the calls table keeps its index).
+STATES: Final = ("initiated", "ringing", "answered", "ended")
 
 # Live events about a call in progress: after the end they are late.
 _LIVE: Final = frozenset(
@@ -82,14 +90,8 @@ class Fact(msgspec.Struct, frozen=True, array_like=True):
     time: str  # the event's time, RFC 3339 with microseconds always (see _sortable)
     id: str  # the event's id: the last tie-break, so the order is total
 
-    def beats(self, other: Fact | None) -> bool:
-        """Higher authority wins, then the earlier time, then the smaller id."""
-        if other is None:
-            return True
-        return (self.authority, other.time, other.id) > (other.authority, self.time, self.id)
 
-
-def _sortable(time: str) -> str:
+def sortable(time: str) -> str:
     # rfc3339() writes microseconds only when there are any, and "…:05Z" sorts after
     # "…:05.5Z": with six digits always, the strings sort as the instants do.
     return time if "." in time else f"{time[:-1]}.000000Z"
@@ -118,6 +120,7 @@ class Record(msgspec.Struct, kw_only=True, omit_defaults=True):
     answer: Fact | None = None  # the earliest live evidence of a person answering
     end: Fact | None = None  # the earliest evidence of the end (value: its vendorevent)
     records: list[str] = []  # ids of the authoritative records folded in
+    partial: list[str] = []  # those of them that are one of several (see _PARTIAL_RECORDS)
     # The vendor events folded in that the outbox does not hold under their own id (a second
     # end, a hangup committed as the call-level call.ended): with the outbox, the dedup set.
     ids: list[str] = []
@@ -131,6 +134,9 @@ class Record(msgspec.Struct, kw_only=True, omit_defaults=True):
     missed_due_at: float | None = None  # wall clock (epoch s) of the pending settle decision
     late: int = 0
     folded: int = 0
+    # Ended under the forward-only state machine (a schema-3 row): whether it was missed was
+    # decided then, on facts this record does not have, and is not decided again.
+    decided: bool = False
 
     # -- what the facts say ------------------------------------------------------------
 
@@ -169,7 +175,7 @@ class Record(msgspec.Struct, kw_only=True, omit_defaults=True):
     def record_disposition(self) -> str | None:
         """What the most authoritative record says, if any record said anything."""
         fact = self.facts.get("disposition")
-        if fact is None or fact.authority < RECORD:
+        if fact is None or fact.authority < RECORD * _TIERS:
             return None
         return str(fact.value)
 
@@ -284,7 +290,7 @@ def fold(
         late = record.ended or (
             kind in _RINGING
             and prior_answer is not None
-            and _sortable(event.time) < _sortable(prior_answer.time)
+            and sortable(event.time) < sortable(prior_answer.time)
         )
         if late:
             record.late += 1
@@ -305,7 +311,7 @@ def settle(record: Record, *, now: float) -> list[Event]:
     if record.missed_due_at is None or record.missed_due_at > now:
         return []
     record.missed_due_at = None
-    if record.answered or record.missed or not _missable(record):
+    if record.answered or record.missed or record.decided or not _missable(record):
         return []
     assert record.end is not None
     return [_missed(record, record.end, "settle_window")]
@@ -317,7 +323,8 @@ def settle(record: Record, *, now: float) -> list[Event]:
 def _offer(
     table: dict[str, Fact], key: str, value: Any, authority: int, time: str, id_: str
 ) -> None:
-    """Keep ``value`` for ``key`` if it beats the current one (see :meth:`Fact.beats`).
+    """Keep ``value`` for ``key`` if it beats the current one: the higher authority, then the
+    earlier time, then the smaller id.
 
     The rank is compared before a Fact is made: most events of a call repeat what an earlier
     one said, and lose, so this runs for every field of every call event.
@@ -339,7 +346,9 @@ def _merge(record: Record, event: Event) -> None:
         authority = _RECORD_AUTHORITY.get(event.vendorevent, RECORD)
         if event.id not in record.records:
             bisect.insort(record.records, event.id)
-    time, id_ = _sortable(event.time), event.id
+            if (event.vendor, event.vendorevent) in _PARTIAL_RECORDS:
+                bisect.insort(record.partial, event.id)
+    time, id_ = sortable(event.time), event.id
     facts = record.facts
     for key in _PLAIN:
         value = data.get(key)
@@ -370,7 +379,10 @@ def _merge(record: Record, event: Event) -> None:
         # more authoritative record (a call centre's) says nobody took the call.
         disposition = "answered"
     if disposition is not None and kind in ("call.completed", "call.ended"):
-        _offer(facts, "disposition", disposition, authority, time, id_)
+        # Among records of one authority, answered beats unanswered: Asterisk writes a CDR per
+        # channel dialled (one NO ANSWER, one ANSWERED), a call centre a cc_cdr per agent.
+        rank = authority * _TIERS + (disposition == "answered")
+        _offer(facts, "disposition", disposition, rank, time, id_)
 
     target = data.get("target")
     targets = data.get("targets")
@@ -385,9 +397,9 @@ def _merge(record: Record, event: Event) -> None:
     if kind == "call.initiated":
         _offer(record.timings, "started_at", event.time, LIVE, time, id_)
     elif kind in ("call.ended", "call.completed"):
-        ended_at = timings.get("ended_at") if isinstance(timings, dict) else None
-        end_time = _sortable(ended_at) if isinstance(ended_at, str) else time
-        record.end = _earliest(record.end, Fact(event.vendorevent, authority, end_time, id_))
+        # The event's time, not the record's ended_at: a normaliser makes the event's time
+        # believable (a PBX clock years off is replaced by the receipt time).
+        record.end = _earliest(record.end, Fact(event.vendorevent, authority, time, id_))
         if kind == "call.ended":
             _offer(record.timings, "ended_at", event.time, LIVE, time, id_)
 
@@ -408,7 +420,10 @@ def _flag_late(event: Event) -> Event:
 def _end(record: Record, event: Event) -> Event:
     """The call's one ``call.ended``: a call-level id, the disposition once it is known."""
     record.ended = True
-    data = {**record.parties(), **event.data}
+    # The record's parties over the event's own: they rank every event's word so far.
+    data = {**event.data, **record.parties()}
+    if not record.direction_inferred:
+        data.pop("direction_inferred", None)
     disposition = record.disposition
     if disposition is not None:
         data["disposition"] = disposition
@@ -429,8 +444,8 @@ def _decide(record: Record, trigger: Event, *, now: float, settle_s: float) -> l
     revokes a miss; the cc_cdr that says no agent took the call makes it missed again). With
     consistent evidence a call has at most one call.missed.
     """
-    if record.end is None and record.missed_due_at is None:
-        return []  # the call goes on: nothing to decide yet (most events)
+    if (record.end is None and record.missed_due_at is None) or record.decided:
+        return []  # the call goes on (most events), or was decided before the fold
     if record.missed:
         if record.answered or record.direction != "inbound":
             return [_revoked(record, trigger)]
@@ -438,7 +453,9 @@ def _decide(record: Record, trigger: Event, *, now: float, settle_s: float) -> l
     if record.answered or not _missable(record):
         record.missed_due_at = None
         return []
-    if record.record_disposition in UNANSWERED:
+    if record.record_disposition in UNANSWERED and record.facts["disposition"].id not in (
+        record.partial
+    ):
         return [_missed(record, _evidence(trigger), "record")]
     if settle_s <= 0:
         assert record.end is not None
@@ -449,7 +466,7 @@ def _decide(record: Record, trigger: Event, *, now: float, settle_s: float) -> l
 
 
 def _evidence(event: Event) -> Fact:
-    return Fact(event.vendorevent, LIVE, _sortable(event.time), event.id)
+    return Fact(event.vendorevent, LIVE, sortable(event.time), event.id)
 
 
 def _missed(record: Record, because: Fact, decided_by: str) -> Event:
@@ -460,7 +477,7 @@ def _missed(record: Record, because: Fact, decided_by: str) -> Event:
     extra = {"missed_reason": reason, "decided_by": decided_by, "derived_from": because.id}
     end_time = record.end.time if record.end is not None else because.time
     event = _make(record, "call.missed", _plain(end_time), str(because.value), extra)
-    return _nth(event, record.misses)
+    return _nth(event, record, record.misses)
 
 
 def _revoked(record: Record, trigger: Event) -> Event:
@@ -474,7 +491,7 @@ def _revoked(record: Record, trigger: Event) -> Event:
         "derived_from": trigger.id,
     }
     event = _make(record, "call.missed_revoked", trigger.time, trigger.vendorevent, extra)
-    return _nth(event, record.revokes)
+    return _nth(event, record, record.revokes)
 
 
 def _nth_id(record: Record, kind: str, n: int) -> str:
@@ -484,11 +501,10 @@ def _nth_id(record: Record, kind: str, n: int) -> str:
     return event_id(record.source, kind, record.subject, n)
 
 
-def _nth(event: Event, n: int) -> Event:
+def _nth(event: Event, record: Record, n: int) -> Event:
     if n <= 1:
         return event
-    record_id = event_id(event.source, event.type, event.subject, n)
-    return msgspec.structs.replace(event, id=record_id)
+    return msgspec.structs.replace(event, id=_nth_id(record, event.type, n))
 
 
 def _derive(record: Record, trigger: Event, kind: str, extra: Mapping[str, Any]) -> Event:

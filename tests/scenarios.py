@@ -103,23 +103,25 @@ def _coo_hangup(uid: str, other: str) -> Payload:
 
 
 def _coo_cdr(uid: str, disposition: str, calltype: str = "inbound") -> Payload:
-    return _json(
-        {
-            "event": "cdr",
-            "callerid": f'"{_CALLER}" <{_CALLER}>',
-            "source": _CALLER,
-            "destination": "630",
-            "starttime": "2024-09-09 09:34:08",
-            "answertime": "2024-09-09 09:34:08" if disposition == "ANSWERED" else "",
-            "endtime": "2024-09-09 09:35:20",
-            "disposition": disposition,
-            "duration": "72",
-            "billableseconds": "72" if disposition == "ANSWERED" else "0",
-            "calltype": calltype,
-            "recordfile": "",
-            "uniqueid": uid,
-        }
-    )
+    return _json(_coo_cdr_body(uid, disposition, calltype))
+
+
+def _coo_cdr_body(uid: str, disposition: str, calltype: str = "inbound") -> dict[str, Any]:
+    return {
+        "event": "cdr",
+        "callerid": f'"{_CALLER}" <{_CALLER}>',
+        "source": _CALLER,
+        "destination": "630",
+        "starttime": "2024-09-09 09:34:08",
+        "answertime": "2024-09-09 09:34:08" if disposition == "ANSWERED" else "",
+        "endtime": "2024-09-09 09:35:20",
+        "disposition": disposition,
+        "duration": "72",
+        "billableseconds": "72" if disposition == "ANSWERED" else "0",
+        "calltype": calltype,
+        "recordfile": "",
+        "uniqueid": uid,
+    }
 
 
 def _coo_cc_cdr(uid: str, state: str, talk: str, miss: str, side: str = "caller") -> Payload:
@@ -153,13 +155,14 @@ def coocenter() -> list[Scenario]:
     def make(name: str, pushes: list[Payload], *, missed: bool, answered: bool) -> Scenario:
         return Scenario("coocenter", name, _normalise("coocenter", pushes, tz), missed, answered)
 
-    a, m, i, c, o, n = (
-        "1725845648.10",
+    a, m, i, c, o, n, t = (
+        "1725845648.70",
         "1725845648.20",
         "1725845648.30",
         "1725845648.40",
         "1725845648.50",
         "1725845648.60",
+        "1725845648.10",
     )
     return [
         make(
@@ -204,6 +207,20 @@ def coocenter() -> list[Scenario]:
             [*_coo_dial(c, "801", 1, "CANCEL"), _coo_hangup(c, "801"), _coo_cdr(c, "NO ANSWER")],
             missed=True,
             answered=False,
+        ),
+        make(
+            # Asterisk writes a CDR per channel dialled: the first agent's NO ANSWER, the
+            # second's ANSWERED. No call-centre record, firmware dialstatus "hangup".
+            "second_agent_answered_two_cdrs",
+            [
+                *_coo_dial(t, "801", 1),
+                *_coo_dial(t, "802", 2),
+                _coo_hangup(t, "802"),
+                _json({**_coo_cdr_body(t, "NO ANSWER"), "destination": "801"}),
+                _json({**_coo_cdr_body(t, "ANSWERED"), "destination": "802"}),
+            ],
+            missed=False,
+            answered=True,
         ),
         make(
             "outbound_not_answered",
@@ -270,7 +287,9 @@ def _pbx(event: str, session: str, dt: int, **fields: Any) -> Payload:
     return _json(body, "cdr" if event in ("call_cdr", "cdr") else "")
 
 
-def _target(number: str, *, rang: int, answered: int | None, ended: int) -> dict[str, Any]:
+def _target(
+    number: str, *, rang: int, answered: int | None, ended: int, end: str = "None"
+) -> dict[str, Any]:
     return {
         "callee": number,
         "caller": _OUTSIDE,
@@ -282,6 +301,7 @@ def _target(number: str, *, rang: int, answered: int | None, ended: int) -> dict
         "ended_time": str(EPOCH + ended),
         "status": "answered" if answered is not None else "noanswer",
         "status_code": 0,
+        "end_reason": end,
     }
 
 
@@ -293,6 +313,7 @@ def _cdr(session: str, targets: list[dict[str, Any]], **fields: Any) -> Payload:
         start_time=str(EPOCH),
         ended_time=str(EPOCH + 60),
         did="18800606",
+        callee="5000",  # as in PortSIP's samples: the number dialled first, the IVR
         call_targets=targets,
         **fields,
     )
@@ -302,10 +323,35 @@ def oncall() -> list[Scenario]:
     def make(name: str, pushes: list[Payload], *, missed: bool, answered: bool) -> Scenario:
         return Scenario("oncall", name, _normalise("oncall", pushes), missed, answered)
 
-    ivr = _target("5000", rang=0, answered=0, ended=5)  # the IVR answers the instant it rings
+    # The IVR answers the instant it rings, and hands the call on ("referred").
+    ivr = _target("5000", rang=0, answered=0, ended=5, end="referred")
     agent = _target("102", rang=6, answered=12, ended=60)
     unanswered = _target("102", rang=6, answered=None, ended=30)
+    auto = _target("102", rang=6, answered=6, ended=60)  # a headset on auto-answer
     return [
+        make(
+            "answered_by_an_auto_answer_agent",
+            [
+                _pbx("call_start", "1009", 0, direction="in"),
+                _pbx("cdr_target_answer", "1009", 0, destination="sip:5000@192.0.2.93"),
+                _pbx("cdr_target_answer", "1009", 6, destination="sip:102@192.0.2.135"),
+                _pbx("call_ended", "1009", 60),
+                _cdr("1009", [ivr, auto], event="cdr"),
+            ],
+            missed=False,
+            answered=True,
+        ),
+        make(
+            "abandoned_after_the_ivr_answered",
+            [
+                _pbx("call_start", "1010", 0, direction="in"),
+                _pbx("cdr_target_answer", "1010", 0, destination="sip:5000@192.0.2.93"),
+                _pbx("call_ended", "1010", 5),
+                _cdr("1010", [_target("5000", rang=0, answered=0, ended=5)], answered_time="0"),
+            ],
+            missed=True,
+            answered=False,
+        ),
         make(
             "answered",
             [
@@ -512,9 +558,14 @@ def coral_realtime() -> list[Scenario]:
 
     answered = leg("r-1", "CHANNEL_PARK", "CHANNEL_ANSWER", "CHANNEL_BRIDGE", "CHANNEL_HANGUP")
     abandoned = leg("r-2", "CHANNEL_PARK", "CHANNEL_ANSWER", "CHANNEL_HANGUP_COMPLETE")
+    # The B-leg of a click-to-call: the customer's number, placed by the PBX, never picked up.
+    outbound = leg(
+        "r-3", "CHANNEL_CREATE", "CHANNEL_OUTGOING", "CHANNEL_PROGRESS", "CHANNEL_HANGUP"
+    )
     return [
         make("answered", answered, missed=False, answered=True),
         make("abandoned_while_parked", abandoned, missed=True, answered=False),
+        make("outbound_leg_not_answered", outbound, missed=False, answered=False),
     ]
 
 

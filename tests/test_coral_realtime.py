@@ -193,18 +193,26 @@ def test_a_bridge_to_another_party_is_a_new_answer() -> None:
     assert [e.data.get("target") for e in events] == [None, "9001", "9002"]
 
 
-def test_an_outside_callers_leg_is_inbound_inferred_and_from_to_are_not_invented() -> None:
-    """The message has no direction: an outside number's leg is inbound, marked inferred."""
-    for event in run(state("CHANNEL_BRIDGE")):
+def test_an_outside_callers_parked_leg_is_inbound_inferred_and_from_to_are_not_invented() -> None:
+    """The message has no direction: an outside number parked is an inbound caller (inferred)."""
+    for event in run(state("CHANNEL_PARK")):
         assert (event.data["direction"], event.data["direction_inferred"]) == ("inbound", True)
         assert not {"from", "to"} & set(event.data)
 
 
+@pytest.mark.parametrize("name", ["CHANNEL_CREATE", "CHANNEL_BRIDGE", "CHANNEL_PROGRESS"])
+def test_an_outside_number_alone_says_no_direction(name: str) -> None:
+    """An outbound B-leg's party is outside too: only a park makes an outside leg inbound."""
+    for event in run(state(name)):
+        assert "direction" not in event.data
+
+
 @pytest.mark.parametrize("name", ["CHANNEL_ORIGINATE", "CHANNEL_OUTGOING"])
 def test_a_leg_the_pbx_placed_is_outbound(name: str) -> None:
-    """A leg the PBX originated is outbound whoever its party is: never a missed call."""
+    """A leg the PBX originated is outbound whoever its party is, as the PBX's word."""
     (event,) = run(state(name))
     assert event.data["direction"] == "outbound"
+    assert "direction_inferred" not in event.data
 
 
 def test_an_extensions_leg_gets_no_direction() -> None:

@@ -255,9 +255,9 @@ def test_a_hangup_and_an_answered_cdr_of_one_call_agree() -> None:
     assert record(player).disposition == "answered"  # the cdr's ANSWERED, for an internal call
 
 
-def test_cdr_and_cc_cdr_of_one_call_never_disagree() -> None:
+def test_a_cdr_and_the_cc_cdr_of_one_call_do_not_contradict_each_other() -> None:
     """An IVR-answered cdr (ANSWERED) and a cc_cdr that says nobody took it: the call is missed,
-    and the cdr's event does not claim a person answered."""
+    and the cdr's event does not claim a person answered (only pbx_answered)."""
     uid = BOOK["dialbegein_book"]["payload"]["uniqueid"]
     cdr = {**BOOK["cdr_book"]["payload"], "uniqueid": uid, "calltype": "inbound"}
     pushes = [*_queue_call("queue", "0", "NO_AGENT_ANSWER"), cdr]

@@ -286,3 +286,41 @@ async def test_a_late_record_for_a_forgotten_call_does_not_repeat_its_derived_ev
     assert [decode(c.body).type for c in added] == ["call.completed"]
     types = [r[2] for r in rows(storage)]
     assert types == ["call.initiated", "call.ended", "call.missed", "call.completed"]
+
+
+def test_the_next_due_time_and_the_missed_list_use_their_indexes(tmp_path: Path) -> None:
+    """The writer's next-due lookup and the calls API's missed list search, never scan."""
+    from bridge.store.commit import NEXT_DUE_SQL
+    from bridge.store.reader import CallQuery, _call_page
+
+    conn = schema.connect(str(tmp_path / "o.sqlite3"))
+    schema.migrate(conn)
+    plans = [" ".join(str(r) for r in conn.execute(f"EXPLAIN QUERY PLAN {NEXT_DUE_SQL}"))]
+    traced: list[str] = []
+    conn.set_trace_callback(traced.append)
+    _call_page(conn, CallQuery(limit=10, missed=True))
+    conn.set_trace_callback(None)
+    plans.append(" ".join(str(r) for r in conn.execute(f"EXPLAIN QUERY PLAN {traced[-1]}")))
+    conn.close()
+    assert "calls_missed_due_at" in plans[0]
+    assert "calls_missed_last_seq" in plans[1]
+
+
+async def test_an_ended_call_row_from_before_the_fold_is_not_decided_again(
+    storage: StorageConfig, hub: Hub
+) -> None:
+    """A schema-3 row that ended (answered or judged then) gets no new miss from a late event."""
+    os.makedirs(storage.data_dir)
+    conn = schema.connect(str(storage.path))
+    conn.executescript(schema.MIGRATIONS[0] + schema.MIGRATIONS[1] + schema.MIGRATIONS[2])
+    conn.execute("PRAGMA user_version=3")
+    conn.execute(
+        "INSERT INTO calls (source, subject, state, answered, direction, missed, first_seq,"
+        " last_seq, updated_at) VALUES (?, 'call/c1', 3, 0, 'inbound', 0, 1, 1, 1700000000)",
+        (SOURCE,),
+    )
+    conn.close()
+    async with Writer(storage, hub.publish, settle_s={SOURCE: 0.0}) as writer:
+        added = await writer.submit([call_event("call.ringing_ended", n=7)])
+    assert [decode(c.body).type for c in added] == ["call.ringing_ended"]
+    assert decode(added[0].body).data["late"] is True

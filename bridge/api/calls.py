@@ -29,7 +29,7 @@ from bridge.store.reader import CallQuery
 # Source name -> the events' source attribute ("/vendor/name"), as the calls table keys calls.
 SOURCES: Final = web.AppKey("call_sources", dict[str, str])
 
-STATES: Final = ("initiated", "ringing", "answered", "ended", "active")
+STATES: Final = (*calls.STATES, "active")
 _BOOLEANS: Final = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _MAX_SEQ: Final = 2**63 - 1
 

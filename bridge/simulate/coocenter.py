@@ -274,9 +274,9 @@ class _Builder:
             recordfile=self._recording() if self.answered_at else "",
             uniqueid=self.call_id,
         )
+        # A channel CDR's NO ANSWER is one channel's word (another may have answered): the
+        # bridge waits for the cc_cdr, which every inbound call here gets, to say missed.
         self.expected.append("call.completed")
-        if not answered:  # a record that says nobody answered: the bridge says missed at once
-            self._missed()
 
     def _cc_cdr(self, kind: Kind, call_type: str, *, agent: str, called: str = "") -> None:
         """The call centre's record of the call: the truth of whether an agent took it."""

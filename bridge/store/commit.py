@@ -14,12 +14,13 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import msgspec
 
 from bridge import calls
-from bridge.events import Event, encode
+from bridge.events import Event, encode, event_id, rfc3339
 
 # Rows per multi-row statement: well under SQLite's 32766 bound variables, and a fixed size so
 # full chunks reuse one prepared statement.
@@ -27,18 +28,18 @@ CHUNK: Final = 64
 
 # Source first: the primary key (source, subject) serves this; by subject alone it is a scan of
 # every call kept, on every commit.
-LOAD_CALLS_SQL: Final = (
-    "SELECT source, subject, record, state, answered, direction, missed, answered_at,"
-    " first_seq, last_seq FROM calls WHERE source = ? AND subject IN ({marks})"
+_COLUMNS: Final = (
+    "source, subject, record, first_seq, last_seq, state, answered, direction, missed,"
+    " answered_at, updated_at"
 )
+LOAD_CALLS_SQL: Final = f"SELECT {_COLUMNS} FROM calls WHERE source = ? AND subject IN ({{marks}})"
 DUE_CALLS_SQL: Final = (
-    "SELECT source, subject, record, state, answered, direction, missed, answered_at,"
-    " first_seq, last_seq FROM calls WHERE missed_due_at <= ? ORDER BY missed_due_at LIMIT ?"
+    f"SELECT {_COLUMNS} FROM calls WHERE missed_due_at <= ? ORDER BY missed_due_at LIMIT ?"
 )
+# The partial index holds only pending decisions: without the IS NOT NULL it is a full scan.
+NEXT_DUE_SQL: Final = "SELECT min(missed_due_at) FROM calls WHERE missed_due_at IS NOT NULL"
 
 DEFAULT_SETTLE_S: Final = 10.0
-
-_STATES: Final = {"initiated": 0, "ringing": 1, "answered": 2, "ended": 3}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,72 +81,45 @@ class _Call:
 
 
 class _Batch:
-    """The events one transaction commits: gathered first, then numbered and written."""
+    """The rows one transaction is building: events with their seqs, and the calls touched."""
 
-    def __init__(self, next_seq: int, now: float, incoming: set[str], stored: set[str]) -> None:
+    def __init__(self, next_seq: int, now: float, known: set[str]) -> None:
         self.seq = next_seq
         self.now = now
-        self.incoming = incoming  # the ids of the events submitted
-        self.known = stored  # ids the outbox has, then also those this batch commits
-        self.requests: list[list[tuple[Event, _Call | None]]] = []
+        self.known = known  # ids the outbox holds, then also those this batch adds
+        self.rows: list[tuple[object, ...]] = []
         self.tally = Tally()
 
-    def request(self) -> list[tuple[Event, _Call | None]]:
-        out: list[tuple[Event, _Call | None]] = []
-        self.requests.append(out)
-        return out
+    def add(self, out: Event, call: _Call | None, into: list[Committed]) -> None:
+        if out.id in self.known:
+            return  # a derived event the outbox already holds
+        self.known.add(out.id)
+        seq = self.seq
+        body = encode(msgspec.structs.replace(out, seq=seq))
+        self.rows.append((seq, out.id, out.type, out.source, out.subject, out.time, self.now, body))
+        into.append(Committed(seq, out.type, out.source, out.subject, body))
+        if call is not None:
+            call.first_seq = call.first_seq or seq
+            call.last_seq = seq
+            call.record.seqs.append(seq)
+        if out.type == "call.missed":
+            self.tally.missed += 1
+        elif out.type == "call.missed_revoked":
+            self.tally.revoked += 1
+        self.seq += 1
 
-    def emit(
-        self, event: Event, call: _Call | None, into: list[tuple[Event, _Call | None]]
-    ) -> None:
-        if event.id not in self.known:
-            self.known.add(event.id)
-            into.append((event, call))
 
-    def write(self, conn: sqlite3.Connection) -> list[list[Committed]]:
-        """Number and insert what was gathered; returns each request's committed events.
+# Derived events of a call: their call-level ids, the first few of each kind (see calls._nth).
+_DERIVED: Final = ("call.ended", "call.missed", "call.missed_revoked")
 
-        A derived event's id was not in the first lookup (only the submitted ids were): one
-        more lookup finds any an earlier transaction already holds, as when a call's row
-        expired and a late CDR derives the call's end again.
-        """
-        derived = {event.id for request in self.requests for event, _ in request}
-        derived -= self.incoming
-        held = _stored_ids(conn, derived) if derived else set()
-        rows: list[tuple[object, ...]] = []
-        added: list[list[Committed]] = []
-        for request in self.requests:
-            mine: list[Committed] = []
-            for event, call in request:
-                if event.id in held:
-                    continue
-                seq = self.seq
-                self.seq += 1
-                body = encode(msgspec.structs.replace(event, seq=seq))
-                rows.append(
-                    (
-                        seq,
-                        event.id,
-                        event.type,
-                        event.source,
-                        event.subject,
-                        event.time,
-                        self.now,
-                        body,
-                    )
-                )
-                mine.append(Committed(seq, event.type, event.source, event.subject, body))
-                if call is not None:
-                    call.first_seq = call.first_seq or seq
-                    call.last_seq = seq
-                    call.record.seqs.append(seq)
-                if event.type == "call.missed":
-                    self.tally.missed += 1
-                elif event.type == "call.missed_revoked":
-                    self.tally.revoked += 1
-            added.append(mine)
-        _insert_events(conn, rows)
-        return added
+
+def _derived_ids(keys: Iterable[tuple[str, str]]) -> set[str]:
+    ids = set()
+    for source, subject in keys:
+        for kind in _DERIVED:
+            ids.add(event_id(source, kind, subject))
+            ids.update(event_id(source, kind, subject, n) for n in range(2, 5))
+    return ids
 
 
 def commit(
@@ -163,26 +137,53 @@ def commit(
     what is committed and may add derived events. ``settle_s`` maps an event's ``source`` to
     its missed-call settle window. On any error the transaction is rolled back and the error
     propagates: nothing is half-written.
+
+    A derived event's id is looked up only when the insert says it is already there: a call
+    whose row expired (``calls_ttl_hours``) and then gets a late CDR derives its end again. The
+    batch is then rolled back and done once more with that lookup, instead of failing (which
+    would make the PBX retry the same batch forever).
     """
+    try:
+        return _commit(conn, requests, next_seq=next_seq, now=now, settle_s=settle_s)
+    except sqlite3.IntegrityError as exc:
+        if "events.id" not in str(exc):
+            raise
+    return _commit(
+        conn, requests, next_seq=next_seq, now=now, settle_s=settle_s, check_derived=True
+    )
+
+
+def _commit(
+    conn: sqlite3.Connection,
+    requests: Sequence[Sequence[Event]],
+    *,
+    next_seq: int,
+    now: float,
+    settle_s: Mapping[str, float] | None,
+    check_derived: bool = False,
+) -> tuple[list[list[Committed]], Tally]:
     windows = settle_s or {}
     conn.execute("BEGIN IMMEDIATE")
     try:
         flat = [event for events in requests for event in events]
-        incoming = {event.id for event in flat}
-        batch = _Batch(next_seq, now, incoming, _stored_ids(conn, incoming))
-        call_rows = _load_calls(
-            conn, {(e.source, e.subject) for e in flat if calls.is_call_event(e)}
-        )
+        keys = {(e.source, e.subject) for e in flat if calls.is_call_event(e)}
+        call_rows = _load_calls(conn, keys)
+        lookup = {event.id for event in flat}
+        if check_derived:
+            # The slow path: the derived events that calls with no row could repeat.
+            lookup |= _derived_ids(keys - call_rows.keys())
+        batch = _Batch(next_seq, now, _stored_ids(conn, lookup))
+        added: list[list[Committed]] = []
         tally = batch.tally
         for events in requests:
-            mine = batch.request()
+            mine: list[Committed] = []
             for event in events:
                 stored = event.id in batch.known
                 if not calls.is_call_event(event):
                     if stored:
                         tally.duplicates += 1  # a retransmission: no new event
                     else:
-                        batch.emit(event, None, mine)
+                        batch.add(event, None, mine)
                     continue
                 key = (event.source, event.subject)
                 call = call_rows.get(key)
@@ -198,12 +199,13 @@ def commit(
                 tally.folded += step.record.folded - before[0]
                 tally.late += step.record.late - before[1]
                 for out in step.emit:
-                    batch.emit(out, call, mine)
+                    batch.add(out, call, mine)
+            added.append(mine)
         for call in call_rows.values():
             if call.changed and call.record.missed_due_at is not None:
                 due = call.record.missed_due_at
                 tally.next_due = due if tally.next_due is None else min(tally.next_due, due)
-        added = batch.write(conn)
+        _insert_events(conn, batch.rows)
         _upsert_calls(conn, call_rows.items(), now)
         conn.execute("COMMIT")
     except BaseException:
@@ -225,15 +227,17 @@ def settle_due(
     try:
         rows = conn.execute(DUE_CALLS_SQL, (now, limit)).fetchall()
         due = {(row[0], row[1]): _row_call(row) for row in rows}
-        batch = _Batch(next_seq, now, set(), set())
-        mine = batch.request()
-        for call in due.values():
+        decided = [(call, calls.settle(call.record, now=now)) for call in due.values()]
+        derived = {event.id for _, emit in decided for event in emit}
+        batch = _Batch(next_seq, now, _stored_ids(conn, derived))
+        added: list[Committed] = []
+        for call, emit in decided:
             call.changed = True
-            for out in calls.settle(call.record, now=now):
-                batch.emit(out, call, mine)
-        (added,) = batch.write(conn)
+            for out in emit:
+                batch.add(out, call, added)
+        _insert_events(conn, batch.rows)
         _upsert_calls(conn, due.items(), now)
-        (next_due,) = conn.execute("SELECT min(missed_due_at) FROM calls").fetchone()
+        (next_due,) = conn.execute(NEXT_DUE_SQL).fetchone()
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -245,7 +249,7 @@ def settle_due(
 
 def next_due(conn: sqlite3.Connection) -> float | None:
     """The earliest pending miss decision in the outbox (at start)."""
-    (due,) = conn.execute("SELECT min(missed_due_at) FROM calls").fetchone()
+    (due,) = conn.execute(NEXT_DUE_SQL).fetchone()
     return None if due is None else float(due)
 
 
@@ -287,18 +291,24 @@ def _load_calls(
 
 
 def _row_call(row: tuple[Any, ...]) -> _Call:
-    source, subject, body, state, answered, direction, missed, answered_at, first, last = row
+    source, subject, body, first, last, state, answered, direction, missed, answered_at, at = row
     if body is not None:
         return _Call(calls.decode(body), first, last)
     # A row written before the call fold (schema 3): what the forward-only state machine kept.
-    record = calls.Record(source=source, subject=subject, initiated=True)
+    when = calls.sortable(rfc3339(datetime.fromtimestamp(at, UTC)))
+    record = calls.Record(source=source, subject=subject, initiated=True, seen=1)
     if direction is not None:
-        record.facts["direction"] = calls.Fact(direction, calls.LIVE, "", "")
+        record.facts["direction"] = calls.Fact(direction, calls.LIVE, when, "")
     if answered:
-        record.answer = calls.Fact(None, calls.LIVE, answered_at or "", "")
+        record.answer = calls.Fact(
+            None,
+            calls.LIVE,
+            calls.sortable(answered_at or rfc3339(datetime.fromtimestamp(at, UTC))),
+            "",
+        )
     if state >= 3:
-        record.end = calls.Fact("hangup", calls.LIVE, "", "")
-        record.ended = True
+        record.end = calls.Fact("hangup", calls.LIVE, when, "")
+        record.ended = record.decided = True
     if missed:
         record.missed_by, record.misses = "record", 1
     return _Call(record, first, last)
@@ -322,7 +332,7 @@ def _upsert_calls(
         (
             source,
             subject,
-            _STATES[call.record.state],
+            calls.STATES.index(call.record.state),
             int(call.record.missed),
             call.first_seq,
             call.last_seq,

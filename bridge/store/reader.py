@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
+from bridge import calls
 from bridge.store import schema
 from bridge.store.commit import Committed
 
@@ -134,7 +135,6 @@ class CallQuery:
     source: str | None = None  # the event source, "/vendor/name"
 
 
-_STATE_NUMBERS = {"initiated": 0, "ringing": 1, "answered": 2, "ended": 3}
 _CALL_COLUMNS = "source, subject, record, first_seq, last_seq, updated_at"
 
 
@@ -151,13 +151,14 @@ def _call_page(conn: sqlite3.Connection, query: CallQuery) -> list[tuple[object,
         where.append("updated_at >= ?")
         args.append(query.since)
     if query.missed is not None:
-        where.append("missed = ?")
-        args.append(int(query.missed))
+        # A literal, not a parameter: the planner can use the partial index of missed calls
+        # (calls_missed_last_seq) only when it sees "missed = 1".
+        where.append("missed = 1" if query.missed else "missed = 0")
     if query.ended is not None:
         where.append("state = 3" if query.ended else "state < 3")
     if query.state is not None:
         where.append("state = ?")
-        args.append(_STATE_NUMBERS[query.state])
+        args.append(calls.STATES.index(query.state))
     if query.source is not None:
         where.append("source = ?")
         args.append(query.source)

@@ -110,6 +110,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE INDEX calls_updated_at ON calls (updated_at);
     CREATE INDEX calls_missed_due_at ON calls (missed_due_at) WHERE missed_due_at IS NOT NULL;
     CREATE INDEX calls_last_seq ON calls (last_seq);
+    CREATE INDEX calls_missed_last_seq ON calls (last_seq) WHERE missed = 1;
     """,
 )
 

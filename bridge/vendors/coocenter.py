@@ -388,15 +388,18 @@ def _dial_direction(fields: Fields, ctx: SourceContext) -> str | None:
     source's DIDs) tell, as for every vendor (:func:`bridge.vendors.base.side`).
     """
     limit = ctx.extension_max_digits
-    ends = []
-    for number_key, channel_key in (("calleridnum", "channel"), ("destcalleridnum", "destchannel")):
-        number = text(fields, number_key)
-        if number_key == "destcalleridnum":
-            number = number or text(fields, "destexten")
-        trunk = _is_trunk_channel(text(fields, channel_key), limit)
-        ends.append("external" if trunk else side(number, None, ctx))
+    caller = (
+        "external"
+        if _is_trunk_channel(text(fields, "channel"), limit)
+        else side(text(fields, "calleridnum"), None, ctx)
+    )
+    callee = (
+        "external"
+        if _is_trunk_channel(text(fields, "destchannel"), limit)
+        else side(text(fields, "destcalleridnum") or text(fields, "destexten"), None, ctx)
+    )
     # trunk to trunk (a forwarded call) or an unknown end: unsure, so no direction
-    return infer_direction(*ends)
+    return infer_direction(caller, callee)
 
 
 VENDOR: Final = Vendor(

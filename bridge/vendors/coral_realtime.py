@@ -23,12 +23,12 @@ party that took the call. Hence:
   popup), so a leg first seen mid-call (a bridge before its answer was delivered, or a stream
   that connected late) still opens with it; the writer keeps the first and drops the others.
 
-There is no direction in a message, so it is inferred (``direction_inferred``) from the leg:
-a leg the PBX originated (``CHANNEL_ORIGINATE``, ``CHANNEL_OUTGOING``) is outbound; any other leg
-whose own party (``number``) is outside the PBX (longer than an extension, or a configured DID's
-caller) is a caller from outside: inbound, so an abandoned one is a missed call. An extension's
-leg that the PBX did not originate is left without a direction (it may be an agent's leg of an
-inbound call). ``from``/``to`` are not set: ``number`` and ``other_party`` say what is known.
+There is no direction in a message. A leg the PBX originated (``CHANNEL_ORIGINATE``,
+``CHANNEL_OUTGOING``) is outbound: the PBX's own word. A leg parked (``CHANNEL_PARK``: waiting in
+a queue) whose own party (``number``) is outside the PBX is an inbound caller, marked
+``direction_inferred``, so one that hangs up unbridged is a missed call. Nothing else is
+inferred: an outbound B-leg's party is outside too, and its CREATE may come before its OUTGOING.
+``from``/``to`` are not set: ``number`` and ``other_party`` say what is known.
 
 The stream carries no time and no event id: the receipt time stands in (the stream is live), and
 ids come from (leg, event type, other party). A state seen twice for one leg (on both topics, say)
@@ -106,10 +106,13 @@ def normalize(payload: Payload, ctx: SourceContext) -> list[Event]:
     if channel_state not in STATES:
         return [unmapped(payload, ctx, raw, channel_state)]
     if channel_state in _ORIGINATED:
+        # The PBX says it placed this leg: outbound, as the vendor's word, which outranks the
+        # inference below (a B-leg's CREATE, with the customer's number, may arrive first).
         data["direction"] = "outbound"
-    elif side(data["number"], None, ctx) == "external":
+    elif channel_state == "CHANNEL_PARK" and side(data["number"], None, ctx) == "external":
+        # Only a caller waits parked in a queue: an outside number parked is an inbound caller.
+        # Other states of an outside number's leg prove nothing (an outbound B-leg has one too).
         data["direction"] = "inbound"
-    if "direction" in data:
         data["direction_inferred"] = True
     subject = f"call/{uuid}"
     # The leg's first evidence, whatever the state: one id per leg (the outbox keeps the first).

@@ -408,7 +408,7 @@ def _call_cdr(raw: dict[str, Any], ctx: SourceContext, name: str) -> list[Event]
     code = _sip_code(raw, "status_code")
     targets = _list(raw, "call_targets") or []
     detailed = any(isinstance(item, dict) for item in targets)
-    person = _person_answer(targets)
+    person = _person_answer(targets, _number(raw, "callee"))
     talk_s = seconds(raw, "talk_duration")
     ring_s = seconds(raw, "ring_duration")
     hangup_cause = text(raw, "ended_reason") or text(raw, "end_reason")
@@ -462,11 +462,14 @@ def _answered_at(item: object) -> datetime | None:
     return _instant(item, "answered_time") if isinstance(item, dict) else None
 
 
-def _person_answer(targets: list[Any]) -> _Answer | None:
-    """The earliest target that rang before it answered: a person, not the IVR or a queue.
+def _person_answer(targets: list[Any], callee: str | None) -> _Answer | None:
+    """The earliest call target a person answered: not the IVR, not a queue.
 
-    The IVR and queue legs of PortSIP's own samples answer the instant they are offered the
-    call (ring_time == answered_time, ring_duration 0); a phone rings first.
+    PortSIP's own samples show how those legs look: they answer the instant they are offered
+    the call (ring_time == answered_time, ring_duration 0) and end "referred" when they pass it
+    on, and the first of them is the number the caller dialled (the CDR's callee). A phone
+    rings first; one on auto-answer (a queue headset) answers at once but does not end
+    "referred" and is not the dialled number.
     """
     found: _Answer | None = None
     for item in targets:
@@ -475,20 +478,27 @@ def _person_answer(targets: list[Any]) -> _Answer | None:
         answered = _answered_at(item)
         if answered is None:
             continue
-        rang = _instant(item, "ring_time")
-        if not (seconds(item, "ring_duration") or (rang is not None and rang < answered)):
-            continue
-        if found is not None and found.answered <= answered:
-            continue
         number = next(
             (parse_address(item[k])[0] for k in _TARGET_KEYS if type(item.get(k)) is str), None
         )
+        rang = _instant(item, "ring_time")
+        if not (seconds(item, "ring_duration") or (rang is not None and rang < answered)):
+            passed_on = (text(item, "end_reason") or "").lower() in _PASSED_ON
+            if passed_on or number is None or number == callee:
+                continue
+        if found is not None and found.answered <= answered:
+            continue
         ended = _instant(item, "ended_time")
         talk = seconds(item, "talk_duration")
-        found = _Answer(
-            number, answered, ended, talk if talk is not None else span_s(answered, ended)
-        )
+        if talk is None:
+            talk = span_s(answered, ended)
+        found = _Answer(number, answered, ended, talk)
     return found
+
+
+# A call target's end_reason when it handed the call on (the IVR to the queue, the queue to
+# an agent, a transfer): it was not where the call was taken.
+_PASSED_ON: Final = frozenset({"referred", "redirected", "replaced"})
 
 
 _HANDLERS: Final[dict[str, Handler]] = {
@@ -511,7 +521,10 @@ _HANDLERS: Final[dict[str, Handler]] = {
     "call_update_info": _call_start,
     "cdr_target_add": _target_other,
     "cdr_target_ringing": _target_ringing,
-    "cdr_target_answer": _call_established,
+    # Every target that answers, the IVR and the queue included (PortSIP's own CDRs list them
+    # as answered targets), with no field to tell a person: kept on the call, and the CDR's
+    # call_targets[] decide who answered.
+    "cdr_target_answer": _target_other,
     "cdr_target_noanswer": _target_stopped,
     "cdr_target_fail": _target_stopped,
     "cdr_target_end": _target_other,
