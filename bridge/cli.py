@@ -6,7 +6,8 @@ import argparse
 import asyncio
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any, TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bridge import __version__, config
@@ -155,20 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("sinks", "dlq", "replay"):
             return _sink_command(args)
         if args.command == "calls":
-            from bridge import opscli
-
-            return asyncio.run(
-                opscli.calls(
-                    url=args.url,
-                    token=args.token,
-                    missed=args.missed,
-                    source=args.source,
-                    state=args.state,
-                    since=args.since,
-                    limit=args.limit,
-                    as_json=args.json,
-                )
-            )
+            return asyncio.run(calls_command(args))
         if args.command == "quarantine":
             from bridge import opscli
 
@@ -188,6 +176,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 2
+
+
+def calls_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> Coroutine[Any, Any, int]:
+    """``pbx-bridge calls``: the call records, through the running daemon."""
+    from bridge import opscli
+
+    return opscli.calls(
+        url=args.url,
+        token=args.token,
+        missed=args.missed,
+        source=args.source,
+        state=args.state,
+        since=args.since,
+        limit=args.limit,
+        as_json=args.json,
+        out=out,
+    )
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -81,12 +81,19 @@ class Outbox:
         return Counter(e.type for e in self.committed if e.type.startswith("call."))
 
 
+def deliver(conn: sqlite3.Connection, order: Sequence[Event], *, gap_s: float) -> Outbox:
+    """One event per transaction, ``gap_s`` apart; what falls due settles in between."""
+    box = Outbox(conn)
+    for n, event in enumerate(order):
+        box.submit([event], now=n * gap_s)
+        box.settle(now=n * gap_s + gap_s / 2)
+    box.settle(now=1e9)
+    return box
+
+
 def in_order(scenario: Scenario) -> Outbox:
     with outbox() as conn:
-        box = Outbox(conn)
-        for n, event in enumerate(scenario.events):
-            box.submit([event], now=n * 0.01)
-        box.settle(now=1e9)
+        box = deliver(conn, scenario.events, gap_s=0.01)
         box.record_now = box.record()  # type: ignore[attr-defined]
         return box
 
@@ -131,13 +138,9 @@ def test_any_order_within_the_window_gives_the_same_call(
     scenario: Scenario, data: st.DataObject
 ) -> None:
     """Delivered shuffled and duplicated before the window passes: the same record and events."""
-    order = data.draw(deliveries(scenario))
     reference = REFERENCE[id(scenario)]
     with outbox() as conn:
-        box = Outbox(conn)
-        for n, event in enumerate(order):
-            box.submit([event], now=n * 0.01)
-        box.settle(now=1e9)
+        box = deliver(conn, data.draw(deliveries(scenario)), gap_s=0.01)
         assert box.record() == reference.record_now  # type: ignore[attr-defined]
         assert box.derived() == reference.derived()
         assert box.types() == reference.types()
@@ -152,15 +155,9 @@ def test_any_order_beyond_the_window_revokes_what_went_out_early(
     scenario: Scenario, data: st.DataObject
 ) -> None:
     """The window passes between deliveries: an early miss is revoked, the record is the same."""
-    order = data.draw(deliveries(scenario))
     reference = REFERENCE[id(scenario)]
     with outbox() as conn:
-        box = Outbox(conn)
-        for n, event in enumerate(order):
-            now = n * 100.0
-            box.submit([event], now=now)
-            box.settle(now=now + 50.0)
-        box.settle(now=1e9)
+        box = deliver(conn, data.draw(deliveries(scenario)), gap_s=100.0)
         record, expected = box.record(), reference.record_now  # type: ignore[attr-defined]
         assert {k: v for k, v in record.items() if k not in DECISION} == {
             k: v for k, v in expected.items() if k not in DECISION

@@ -205,18 +205,5 @@ async def test_cli_lists_the_missed_calls(bridge: Daemon) -> None:
 
 
 async def _cli(args: list[str], out: io.StringIO) -> int:
-    """Run the CLI's calls command on this loop (cli.main would start a loop of its own)."""
-    from bridge import opscli
-
-    parsed = cli._parser().parse_args(args)
-    return await opscli.calls(
-        url=parsed.url,
-        token=parsed.token,
-        missed=parsed.missed,
-        source=parsed.source,
-        state=parsed.state,
-        since=parsed.since,
-        limit=parsed.limit,
-        as_json=parsed.json,
-        out=out,
-    )
+    """The CLI's calls command on this loop (cli.main would start a loop of its own)."""
+    return await cli.calls_command(cli._parser().parse_args(args), out)

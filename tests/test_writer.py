@@ -257,16 +257,7 @@ async def test_call_rows_from_before_the_fold_keep_their_story(
     storage: StorageConfig, hub: Hub
 ) -> None:
     """A call row written by schema 3 (no record) still ends once and is missed once."""
-    os.makedirs(storage.data_dir)
-    conn = schema.connect(str(storage.path))
-    conn.executescript(schema.MIGRATIONS[0] + schema.MIGRATIONS[1] + schema.MIGRATIONS[2])
-    conn.execute("PRAGMA user_version=3")
-    conn.execute(
-        "INSERT INTO calls (source, subject, state, answered, direction, missed, first_seq,"
-        " last_seq, updated_at) VALUES (?, 'call/c1', 1, 0, 'inbound', 0, 1, 1, 0)",
-        (SOURCE,),
-    )
-    conn.close()
+    schema3_with_a_call(storage, state=1)
     async with Writer(storage, hub.publish, settle_s={SOURCE: 0.0}) as writer:
         added = await writer.submit([call_event("call.ended", n=5)])
         again = await writer.submit([call_event("call.ended", n=6)])
@@ -310,17 +301,22 @@ async def test_an_ended_call_row_from_before_the_fold_is_not_decided_again(
     storage: StorageConfig, hub: Hub
 ) -> None:
     """A schema-3 row that ended (answered or judged then) gets no new miss from a late event."""
+    schema3_with_a_call(storage, state=3)
+    async with Writer(storage, hub.publish, settle_s={SOURCE: 0.0}) as writer:
+        added = await writer.submit([call_event("call.ringing_ended", n=7)])
+    assert [decode(c.body).type for c in added] == ["call.ringing_ended"]
+    assert decode(added[0].body).data["late"] is True
+
+
+def schema3_with_a_call(storage: StorageConfig, *, state: int) -> None:
+    """An outbox of schema 3 (before the fold) holding one unanswered inbound call's row."""
     os.makedirs(storage.data_dir)
     conn = schema.connect(str(storage.path))
     conn.executescript(schema.MIGRATIONS[0] + schema.MIGRATIONS[1] + schema.MIGRATIONS[2])
     conn.execute("PRAGMA user_version=3")
     conn.execute(
         "INSERT INTO calls (source, subject, state, answered, direction, missed, first_seq,"
-        " last_seq, updated_at) VALUES (?, 'call/c1', 3, 0, 'inbound', 0, 1, 1, 1700000000)",
-        (SOURCE,),
+        " last_seq, updated_at) VALUES (?, 'call/c1', ?, 0, 'inbound', 0, 1, 1, 1700000000)",
+        (SOURCE, state),
     )
     conn.close()
-    async with Writer(storage, hub.publish, settle_s={SOURCE: 0.0}) as writer:
-        added = await writer.submit([call_event("call.ringing_ended", n=7)])
-    assert [decode(c.body).type for c in added] == ["call.ringing_ended"]
-    assert decode(added[0].body).data["late"] is True
