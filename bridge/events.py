@@ -1,4 +1,4 @@
-"""The normalised event: a CloudEvents 1.0 envelope, JSON structured mode (DESIGN.md).
+"""The normalised event: a CloudEvents 1.0 envelope, JSON structured mode (docs/events.md).
 
 Events are immutable. A vendor normaliser builds them with :func:`make_event`; the writer gives
 each new one its outbox ``seq`` at commit time, so only committed events carry a ``seq``.
@@ -129,7 +129,7 @@ def make_event(
     identity: tuple[object, ...],
     data: dict[str, Any],
 ) -> Event:
-    """Build an event; ``identity`` is the vendor's identity of it (see DESIGN.md, ``id``)."""
+    """Build an event; ``identity`` is the vendor's identity of it (see docs/events.md, ``id``)."""
     if type not in TYPES:
         raise ValueError(f"unknown event type {type!r}")
     return Event(

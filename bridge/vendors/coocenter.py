@@ -1,9 +1,10 @@
 """Zycoo CooCenter (an Asterisk-based call-centre PBX): HTTP JSON pushes to events.
 
-The keys are those recovered in vendor-docs/README.md ("Zycoo CooCenter: recovered key names");
-the OCR'd manual gives the sample values. The PBX retransmits a push every 2 s until it is
-answered, so every id is built from vendor fields only: a retransmission yields the same ids and
-the outbox drops the copies. Pure: no I/O, no clock (the receipt time comes in the context).
+The keys and samples are those of Zycoo's own CooCenter API book (the push page, whose samples
+are the ``*_book`` fixtures); an OCR'd copy of the manual gives more sample values. The PBX
+retransmits a push every 2 s until it is answered, so every id is built from vendor fields
+only: a retransmission yields the same ids and the outbox drops the copies. Pure: no I/O, no
+clock (the receipt time comes in the context).
 """
 
 from __future__ import annotations

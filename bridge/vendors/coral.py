@@ -1,6 +1,6 @@
 """Coral IRIS IVDX (a FreeSWITCH-based PBX): its HTTP pushes to events.
 
-The pushes are the document's "PBX -> CRM" APIs (vendor-docs/coral-iris-ivdx-api.txt):
+The pushes are the "PBX -> CRM" APIs of Coral's IRIS IVDX API document:
 ``incomingcall``, ``extstatechangeevent``, ``cdrevent`` and ``pbxhealthstatus``, each wrapped as
 ``{"status": 0|1, "message": "...", "data": ...}``. The document does not say which URL each
 one goes to, so one URL takes them all, told apart by content (``data.Event``, a list, the

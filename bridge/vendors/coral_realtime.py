@@ -1,7 +1,7 @@
 """Coral IRIS IVDX realtime: one STOMP ``MESSAGE`` of the PBX's channel-state stream to events.
 
-The stream is the document's "Sample web socket source code" (vendor-docs/coral-iris-ivdx-api.txt,
-the C# operator console): a client subscribes to ``/topic/OC_<group>`` and
+The stream is the "Sample web socket source code" of Coral's IRIS IVDX API document (the C#
+operator console): a client subscribes to ``/topic/OC_<group>`` and
 ``/topic/STATE_UPDATE``; every message body is a JSON object with ``uuid`` (one FreeSWITCH
 channel, a *leg*), ``name`` and ``number`` (that leg's party), ``state`` (a FreeSWITCH channel
 event name), ``topic``, ``subTopic`` and ``talkingToNumber`` (the party the leg is with). Here

@@ -1,8 +1,9 @@
 """OnCall (a cloud PBX built on PortSIP PBX v16): Event URL and CDR URL JSON pushes to events.
 
-The fields are those of vendor-docs/README.md ("OnCall (PortSIP v16 extension events)"); the
-OnCall document gives one sample (a ``call_ended``). Parties are SIP URIs
-(``sip:108@tenant.domain``): events carry the user part as the number, the URI stays in ``raw``.
+The fields are PortSIP's (its knowledge base: the webhook event reference, the pub/sub events,
+the CDR pages; the ``kb_*`` fixtures); the OnCall document gives one sample (a ``call_ended``).
+Parties are SIP URIs (``sip:108@tenant.domain``): events carry the user part as the number, the
+URI stays in ``raw``.
 
 PortSIP delivers at least once and out of order, retrying for about a day, so every id is built
 from vendor fields only (the call key, the event name, the target, the vendor's ``time``): a
