@@ -8,7 +8,15 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from bridge.api.routes import authorized, error, unauthorized
+from bridge.api.routes import (
+    MAX_SEQ,
+    BadQuery,
+    authorized,
+    error,
+    json_body,
+    seq_text,
+    unauthorized,
+)
 from bridge.quarantine import Quarantine
 from bridge.sinks.webhook import WebhookSink
 from bridge.store.reader import Reader
@@ -28,15 +36,20 @@ def _guarded(handler: Handler) -> Handler:
 async def _selection(request: web.Request) -> list[int] | web.Response | None:
     """``{"seqs": [...]}`` / ``{"ids": [...]}`` or ``{"all": true}``; None means all."""
     try:
-        body: Any = await request.json()
-    except ValueError:
+        body: Any = await json_body(request)
+    except BadQuery:
         return error(400, "invalid_body", 'expected JSON: {"ids": [...]} or {"all": true}')
     if isinstance(body, dict) and body.get("all") is True:
         return None
     chosen = body.get("ids", body.get("seqs")) if isinstance(body, dict) else None
-    if isinstance(chosen, list) and chosen and all(type(i) is int for i in chosen):
+    if isinstance(chosen, list) and chosen and all(_storable(i) for i in chosen):
         return chosen
     return error(400, "invalid_body", "give ids (a list of integers) or all: true", field="ids")
+
+
+def _storable(value: object) -> bool:
+    """An id or seq SQLite can hold (a larger integer would make the query raise)."""
+    return type(value) is int and 0 <= value <= MAX_SEQ
 
 
 class Replayable(Protocol):
@@ -67,7 +80,8 @@ def add_routes(
 
     async def show(request: web.Request) -> web.Response:
         entry_id = request.match_info["id"]
-        entry = await quarantine.show(int(entry_id)) if entry_id.isdigit() else None
+        number = seq_text(entry_id)
+        entry = await quarantine.show(number) if number is not None else None
         if entry is None:
             return error(404, "not_found", f"no quarantine entry {entry_id}")
         return web.json_response(entry)
@@ -130,11 +144,11 @@ def add_routes(
         if sink is None:
             return error(404, "not_found", f"no sink named {name!r}")
         try:
-            body: Any = await request.json()
-        except ValueError:
+            body: Any = await json_body(request)
+        except BadQuery:
             body = None
         from_seq = body.get("from_seq") if isinstance(body, dict) else None
-        if type(from_seq) is not int or from_seq < 1:
+        if not (isinstance(from_seq, int) and _storable(from_seq) and from_seq >= 1):
             return error(400, "invalid_body", "from_seq: a seq >= 1", field="from_seq")
         await sink.replay(from_seq)
         return web.json_response({"replaying_from": from_seq})

@@ -16,6 +16,7 @@ from aiohttp import web
 from bridge import calls
 from bridge.api.routes import (
     API_CONFIG,
+    MAX_SEQ,
     READER,
     BadQuery,
     authorized,
@@ -31,7 +32,6 @@ SOURCES: Final = web.AppKey("call_sources", dict[str, str])
 
 STATES: Final = (*calls.STATES, "active")
 _BOOLEANS: Final = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-_MAX_SEQ: Final = 2**63 - 1
 
 _encoder = msgspec.json.Encoder()
 
@@ -69,9 +69,9 @@ def _query(request: web.Request) -> CallQuery:
     limit = int_param(request, "limit", 100, lo=1, hi=config.page_limit_max)
     after = before = None
     if request.query.get("after"):
-        after = int_param(request, "after", 0, lo=0, hi=_MAX_SEQ)
+        after = int_param(request, "after", 0, lo=0, hi=MAX_SEQ)
     if request.query.get("before"):
-        before = int_param(request, "before", 0, lo=1, hi=_MAX_SEQ)
+        before = int_param(request, "before", 0, lo=1, hi=MAX_SEQ)
     if after is not None and before is not None:
         raise BadQuery("before", "give after (oldest first) or before (newest first), not both")
     state = request.query.get("state") or None

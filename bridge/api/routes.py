@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
+import msgspec
 import structlog
 from aiohttp import WSMsgType, web
 
@@ -42,7 +43,9 @@ def authorized(request: web.Request) -> bool:
         presented = request.query.get("access_token", "")
     ok = False
     for token in tokens:  # check all: no early exit, constant time per token
-        ok |= hmac.compare_digest(presented.encode(), token.encode())
+        ok |= hmac.compare_digest(
+            presented.encode("utf-8", "surrogateescape"), token.encode("utf-8", "surrogateescape")
+        )
     return ok
 
 
@@ -63,6 +66,8 @@ def int_param(request: web.Request, name: str, default: int, *, lo: int, hi: int
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
+    if len(raw) > 20:  # no integer we take is longer (and int() of 4,300 digits raises)
+        raise BadQuery(name, f"expected an integer from {lo} to {hi}, got {raw[:24]!r}...")
     try:
         value = int(raw)
     except ValueError:
@@ -79,15 +84,30 @@ def _types(request: web.Request) -> tuple[str, ...]:
     return tuple(patterns)
 
 
+MAX_SEQ: Final = 2**63 - 1  # SQLite's largest integer
+
+
+def seq_text(value: str) -> int | None:
+    """A seq written as text (a header, a path segment), or None when it is not one.
+
+    ASCII digits only (``str.isdigit`` takes ``²``), and no more than SQLite can hold.
+    """
+    if not (value.isascii() and value.isdigit()) or len(value) > 19:
+        return None
+    number = int(value)
+    return number if number <= MAX_SEQ else None
+
+
 async def _start_after(request: web.Request) -> int:
     """Resume point: ``Last-Event-ID`` (SSE reconnect), ``?after=``, or the current head."""
     last_id = request.headers.get("Last-Event-ID")
     if last_id:
-        if not last_id.isdigit():
-            raise BadQuery("Last-Event-ID", f"expected a seq, got {last_id!r}")
-        return int(last_id)
+        seq = seq_text(last_id)
+        if seq is None:
+            raise BadQuery("Last-Event-ID", f"expected a seq (0 to {MAX_SEQ}), got {last_id!r}")
+        return seq
     if request.query.get("after"):
-        return int_param(request, "after", 0, lo=0, hi=2**63 - 1)
+        return int_param(request, "after", 0, lo=0, hi=MAX_SEQ)
     return await request.app[READER].head()
 
 
@@ -96,7 +116,7 @@ async def list_events(request: web.Request) -> web.StreamResponse:
         return unauthorized()
     config = request.app[API_CONFIG]
     try:
-        after = int_param(request, "after", 0, lo=0, hi=2**63 - 1)
+        after = int_param(request, "after", 0, lo=0, hi=MAX_SEQ)
         limit = int_param(request, "limit", 100, lo=1, hi=config.page_limit_max)
     except BadQuery as exc:
         return error(400, "invalid_query", exc.problem, field=exc.field)
@@ -209,3 +229,15 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/events", list_events)
     app.router.add_get("/v1/events/stream", stream_events)
     app.router.add_get("/v1/ws", websocket)
+
+
+async def json_body(request: web.Request) -> Any:
+    """The request's JSON body, or :class:`BadQuery` saying why it is not one."""
+    raw = await request.read()
+    try:
+        return _body_decoder.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        raise BadQuery("", "the body is not JSON (or is nested too deeply)") from None
+
+
+_body_decoder = msgspec.json.Decoder()

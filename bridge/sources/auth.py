@@ -41,8 +41,14 @@ class Authenticator(Protocol):
         """Return if the request is authentic, else raise :class:`AuthError`."""
 
 
+def raw_bytes(text: str) -> bytes:
+    """A header value's bytes as sent: aiohttp keeps undecodable bytes as surrogates, which a
+    plain ``encode()`` refuses (a 500 for a client that sends Latin-1 in a credential)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
 def _equal(presented: str, expected: str) -> bool:
-    return hmac.compare_digest(presented.encode(), expected.encode())
+    return hmac.compare_digest(raw_bytes(presented), raw_bytes(expected))
 
 
 class NoAuth:
@@ -72,7 +78,7 @@ class BasicAuth:
         if scheme.lower() != "basic" or not encoded:
             raise AuthError("basic credentials required", (self.challenge,))
         try:
-            decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+            decoded = base64.b64decode(raw_bytes(encoded.strip()), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
             raise AuthError("malformed basic credentials", (self.challenge,)) from None
         username, sep, password = decoded.partition(":")
@@ -112,7 +118,7 @@ class WebkeyAuth:
 
 def webkey_for(webkey: str, date: str) -> str:
     """The header value a CooCenter sends on ``date`` (``YYYY-MM-DD``)."""
-    return hashlib.md5((webkey + date).encode(), usedforsecurity=False).hexdigest()
+    return hashlib.md5(raw_bytes(webkey + date), usedforsecurity=False).hexdigest()
 
 
 class EitherAuth:

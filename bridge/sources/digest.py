@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Final
 
 from bridge.errors import AuthError
-from bridge.sources.auth import Request
+from bridge.sources.auth import Request, raw_bytes
 
 _HASHES: Final[dict[str, Callable[[bytes], hashlib._Hash]]] = {
     "SHA-256": hashlib.sha256,
@@ -137,8 +137,8 @@ class DigestAuth:
         except ValueError:
             raise self._refuse("malformed nonce count") from None
         expected = self._response(params, algorithm, request.method)
-        user_ok = hmac.compare_digest(params["username"].encode(), self._username.encode())
-        response_ok = hmac.compare_digest(params["response"].lower().encode(), expected.encode())
+        user_ok = hmac.compare_digest(raw_bytes(params["username"]), raw_bytes(self._username))
+        response_ok = hmac.compare_digest(raw_bytes(params["response"].lower()), expected.encode())
         realm_ok = params["realm"] == self._realm
         if not (user_ok and response_ok and realm_ok):
             raise self._refuse("wrong digest credentials")
@@ -158,7 +158,7 @@ class DigestAuth:
         h = _HASHES[algorithm]
 
         def digest(*parts: str) -> str:
-            return h(":".join(parts).encode()).hexdigest()
+            return h(raw_bytes(":".join(parts))).hexdigest()
 
         ha1 = digest(self._username, self._realm, self._password)
         ha2 = digest(method, params["uri"])

@@ -96,6 +96,9 @@ def parse_json_object(payload: Payload) -> dict[str, Any]:
         value = _json.decode(payload.body)
     except msgspec.DecodeError as exc:
         raise UnsupportedMediaError("", f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        # msgspec gives up around a thousand levels deep: no vendor nests like that.
+        raise UnsupportedMediaError("", "body is JSON nested too deeply") from None
     if not isinstance(value, dict):
         raise PayloadError("", f"expected a JSON object, got {type(value).__name__}")
     return value
