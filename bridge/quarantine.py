@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from bridge.errors import PayloadError
+from bridge.sources.normalise import normalise
 from bridge.store.reader import Reader
 from bridge.store.writer import Writer
 from bridge.vendors.base import Payload, SourceContext, Vendor
@@ -153,7 +154,7 @@ class Quarantine:
             return {"id": entry_id, "result": "failed", "error": f"source {source!r} is gone"}
         vendor, context = resolved
         try:
-            events = vendor.normalize(payload, context)
+            events = normalise(vendor.normalize, payload, context)
         except PayloadError as exc:
             field, problem = exc.field, exc.problem
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from bridge.app import Daemon
+from bridge.events import Event
+from bridge.vendors import coocenter
+from bridge.vendors.base import Payload, SourceContext
+from bridge.vendors.registry import VENDORS
 from tests.conftest import daemon_config
 
 TOKEN = "hostile-input-token-0123456789"
@@ -128,3 +133,25 @@ async def test_a_bearer_token_that_is_not_utf8_is_a_401(bridge: Daemon) -> None:
     """The API's token check compares bytes as sent."""
     request = get("/v1/events", b"Authorization: Bearer \xe9\xff")
     assert await status_of(bridge, request) == 401
+
+
+def _broken(payload: Payload, ctx: SourceContext) -> list[Event]:
+    if b"boom" in payload.body:
+        raise ZeroDivisionError("a bug in a normaliser")
+    return coocenter.normalize(payload, ctx)
+
+
+async def test_a_normaliser_bug_quarantines_the_push_and_the_source_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A normaliser that raises: the push is kept in quarantine (4xx), the next one commits."""
+    broken = dataclasses.replace(VENDORS["coocenter"], normalize=_broken)
+    monkeypatch.setitem(VENDORS, "coocenter", broken)
+    config = daemon_config(tmp_path / "data", sources=[{"name": "hq", "vendor": "coocenter"}])
+    async with Daemon(config) as daemon:
+        status = await status_of(daemon, post("/ingest/hq", b'{"event": "boom"}'))
+        assert status == 400
+        entries = await daemon.ingest.quarantine.entries(state="held", limit=10)
+        assert [e["error"] for e in entries] == ["the bridge could not read it (ZeroDivisionError)"]
+        fine = b'{"event":"extensionstatus","exten":"808","status":"0"}'
+        assert await status_of(daemon, post("/ingest/hq", fine)) == 200

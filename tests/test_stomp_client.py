@@ -16,9 +16,11 @@ import pytest
 
 from bridge.app import Daemon
 from bridge.config import RealtimeConfig
+from bridge.events import Event
 from bridge.simulate import coral_streams
 from bridge.simulate.coral_realtime import RealtimeServer
 from bridge.sources.stomp import backoff_s
+from bridge.vendors.base import Payload, SourceContext
 from tests.conftest import base_url, daemon_config, until
 
 OC = "/topic/OC_778"
@@ -192,3 +194,26 @@ async def test_error_frame_mid_session_ends_it_and_reconnects(
     await until(lambda: len(statuses(daemon)) >= 2, what="the disconnect")
     assert "broker going down" in statuses(daemon)[1]["reason"]
     await until(lambda: server.connects == 2 and server.subscribers == 1, what="reconnect")
+
+
+async def test_a_normaliser_bug_on_one_message_does_not_end_the_stream(
+    tmp_path: Path, server: RealtimeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message the normaliser raises on is refused and counted; the next one commits."""
+    from bridge.vendors import coral_realtime
+    from bridge.vendors.registry import STREAMS
+
+    def broken(payload: Payload, ctx: SourceContext) -> list[Event]:
+        if b"boom" in payload.body:
+            raise KeyError("a bug in a normaliser")
+        return coral_realtime.normalize(payload, ctx)
+
+    monkeypatch.setitem(STREAMS, "coral", broken)
+    async with Daemon(daemon_config(tmp_path, sources=[realtime(server.url)])) as daemon:
+        await until(lambda: server.subscribers == 1, what="subscription")
+        await server.publish(OC, {**BRIDGE, "boom": True})
+        await server.publish(OC, BRIDGE)
+        await until(lambda: any(e["type"] == "call.answered" for e in rows(daemon)), what="commit")
+        (source,) = daemon.realtime
+        assert source.status.rejected == 1
+        assert source.status.connected

@@ -20,6 +20,7 @@ from bridge.config import AuthToken, Config, SourceConfig
 from bridge.errors import AuthError, OutboxError, PayloadError
 from bridge.quarantine import Quarantine
 from bridge.sources import auth
+from bridge.sources.normalise import normalise
 from bridge.store.reader import Reader
 from bridge.store.writer import Writer
 from bridge.vendors.base import Payload, SourceContext, Vendor, at, context_template
@@ -122,7 +123,7 @@ class Ingest:
         )
         context = self._context(source, self._clock())
         try:
-            events = source.vendor.normalize(payload, context)
+            events = normalise(source.vendor.normalize, payload, context)
         except PayloadError as exc:
             log.warning("payload_rejected", source=name, field=exc.field, problem=exc.problem)
             try:

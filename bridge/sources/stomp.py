@@ -29,6 +29,7 @@ from bridge.config import RealtimeConfig, SourceConfig
 from bridge.errors import BridgeError, OutboxError, PayloadError
 from bridge.events import Event, make_event
 from bridge.sources import stomp_codec as codec
+from bridge.sources.normalise import normalise
 from bridge.store.commit import Committed
 from bridge.store.writer import Writer
 from bridge.vendors.base import Normalizer, Payload, SourceContext, at, context_template
@@ -226,7 +227,7 @@ class StompSource:
             path=frame.header("destination", "") or "",
         )
         try:
-            events = self._normalize(payload, self._context())
+            events = normalise(self._normalize, payload, self._context())
         except PayloadError as exc:
             self.status.rejected += 1
             log.warning("realtime_message_rejected", field=exc.field, problem=exc.problem)
