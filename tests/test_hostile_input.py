@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -155,3 +156,16 @@ async def test_a_normaliser_bug_quarantines_the_push_and_the_source_goes_on(
         assert [e["error"] for e in entries] == ["the bridge could not read it (ZeroDivisionError)"]
         fine = b'{"event":"extensionstatus","exten":"808","status":"0"}'
         assert await status_of(daemon, post("/ingest/hq", fine)) == 200
+
+
+async def test_a_replay_past_the_newest_event_is_refused(tmp_path: Path) -> None:
+    """replay --from-seq beyond the outbox would move the cursor past events not yet written."""
+    secret = "whsec_" + base64.b64encode(b"0" * 24).decode()
+    sink = {"type": "webhook", "name": "crm", "url": "http://127.0.0.1:9/hook", "secrets": [secret]}
+    config = daemon_config(tmp_path / "data", api={"tokens": [TOKEN]}, sinks=[sink])
+    async with Daemon(config) as daemon:
+        late = await status_of(daemon, post("/v1/sinks/crm/replay", b'{"from_seq": 99999}', BEARER))
+        assert late == 400
+        assert (
+            await status_of(daemon, post("/v1/sinks/crm/replay", b'{"from_seq": 1}', BEARER)) == 200
+        )

@@ -217,3 +217,14 @@ async def test_a_normaliser_bug_on_one_message_does_not_end_the_stream(
         (source,) = daemon.realtime
         assert source.status.rejected == 1
         assert source.status.connected
+
+
+async def test_no_subprotocol_is_offered_when_none_is_configured(
+    tmp_path: Path, server: RealtimeServer
+) -> None:
+    """subprotocols = []: no empty Sec-WebSocket-Protocol header; the simulator serves it."""
+    source = realtime(server.url, subprotocols=[])
+    async with Daemon(daemon_config(tmp_path, sources=[source])) as daemon:
+        await until(lambda: server.subscribers == 1, what="subscription without a subprotocol")
+        await server.publish(OC, BRIDGE)
+        await until(lambda: any(e["type"] == "call.answered" for e in rows(daemon)), what="commit")

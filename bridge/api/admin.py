@@ -150,6 +150,11 @@ def add_routes(
         from_seq = body.get("from_seq") if isinstance(body, dict) else None
         if not (isinstance(from_seq, int) and _storable(from_seq) and from_seq >= 1):
             return error(400, "invalid_body", "from_seq: a seq >= 1", field="from_seq")
+        head = await reader.head()
+        if from_seq > head + 1:
+            # Moving the cursor there would skip every event committed before that seq exists.
+            detail = f"from_seq {from_seq} is past the newest event ({head})"
+            return error(400, "invalid_body", detail, field="from_seq")
         await sink.replay(from_seq)
         return web.json_response({"replaying_from": from_seq})
 

@@ -16,6 +16,7 @@ import json
 import random
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TextIO
@@ -34,6 +35,14 @@ class _Client:
     ws: ServerConnection
     subscriptions: dict[str, str] = field(default_factory=dict)  # destination -> subscription id
     beats: asyncio.Task[None] | None = None
+
+
+def _select_subprotocol(
+    connection: ServerConnection, offered: Sequence[Subprotocol]
+) -> Subprotocol | None:
+    """The first STOMP version both sides speak; a client that offers none (Coral's own sample
+    client offers none) is served without one, as a real PBX does."""
+    return next((Subprotocol(p) for p in SUBPROTOCOLS if p in offered), None)
 
 
 class RealtimeServer:
@@ -69,6 +78,7 @@ class RealtimeServer:
             self._host,
             self._port,
             subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS],
+            select_subprotocol=_select_subprotocol,
         )
         return self
 

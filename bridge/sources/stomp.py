@@ -148,7 +148,9 @@ class StompSource:
         async with asyncio.timeout(config.connect_timeout_s):
             ws = await connect(
                 config.url,
-                subprotocols=[websockets.Subprotocol(p) for p in config.subprotocols],
+                # None, not []: an empty list would send an empty Sec-WebSocket-Protocol header,
+                # which a strict server refuses (400).
+                subprotocols=[websockets.Subprotocol(p) for p in config.subprotocols] or None,
                 open_timeout=config.connect_timeout_s,
                 max_size=2**22,
             )
