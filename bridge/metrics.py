@@ -58,6 +58,11 @@ class BridgeCollector(Collector):
         yield CounterMetricFamily(
             "pbx_bridge_calls_missed_revoked", "call.missed_revoked committed", tally.revoked
         )
+        yield CounterMetricFamily(
+            "pbx_bridge_missed_settle_failures",
+            "Settle transactions (due missed-call decisions) that failed and will be retried",
+            writer.settle_failures,
+        )
         yield CounterMetricFamily("pbx_bridge_commits", "Outbox transactions", writer.commits)
         yield CounterMetricFamily(
             "pbx_bridge_commit_seconds", "Time spent in outbox transactions", writer.commit_seconds
