@@ -204,6 +204,9 @@ def summary(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
         ratio = ingest["events_per_s"] / base["events_per_s"]
     if stomp and ingest and ingest["events_per_s"]:
         realtime_ratio = stomp["messages_per_s"] / ingest["events_per_s"]
+    sink_ratio = None
+    if steady and ingest and ingest["events_per_s"]:
+        sink_ratio = steady["ingest_events_per_s"] / ingest["events_per_s"]
     return {
         "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "ingest_events_per_s": ingest.get("events_per_s"),
@@ -221,6 +224,8 @@ def summary(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
         "realtime_messages_per_s": stomp.get("messages_per_s"),
         "realtime_ratio": realtime_ratio,
         "delivery_events_per_s": steady.get("delivered_per_s"),
+        "ingest_with_sink_events_per_s": steady.get("ingest_events_per_s"),
+        "ingest_sink_ratio": sink_ratio,
         "delivery_p50_ms": paced.get("p50_ms"),
         "delivery_p99_ms": paced.get("p99_ms"),
         "backlog_drain_events_per_s": drained.get("drain_events_per_s"),
@@ -288,6 +293,12 @@ def table(result: dict[str, Any]) -> str:
         )
     rows.extend(_realtime_rows(result))
     rows.extend(delivery.table_rows(result["phases"].get("delivery")))
+    if result["ingest_sink_ratio"] is not None:
+        rows.append(
+            f"{'ratio with/without sink':<22}{result['ingest_sink_ratio']:>10.2f}"
+            f"   (durable ingest {result['ingest_with_sink_events_per_s']:.0f}/s with one webhook"
+            f" sink delivering, {result['ingest_events_per_s']:.0f}/s without, same run)"
+        )
     errors = {name: phase["errors"] for name, phase in phases_.items() if phase.get("errors")}
     if errors:
         rows.append(f"non-2xx answers (not counted above): {errors}")

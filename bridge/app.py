@@ -12,13 +12,17 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from bridge import __version__, metrics, systemd
+from bridge import __version__, metrics, server, systemd
 from bridge.api import admin, calls, routes
 from bridge.api.hub import Hub
 from bridge.config import Config, WebhookSinkConfig
+from bridge.lifecycle import Supervisor
+from bridge.sinks.sink import Sink
 from bridge.sinks.webhook import WebhookSink
 from bridge.sources.http import Ingest
+from bridge.sources.quarantine import Quarantine, resolver
 from bridge.sources.stomp import StompSource
+from bridge.store.lock import DataDirLock
 from bridge.store.reader import Reader
 from bridge.store.writer import Writer
 from bridge.vendors.registry import STREAMS
@@ -32,19 +36,21 @@ class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.hub = Hub(client_queue=config.api.client_queue)
+        self.supervisor = Supervisor()
         self._stack = AsyncExitStack()
         self.writer: Writer
         self.reader: Reader
         self.ingest: Ingest
+        self.quarantine: Quarantine
         self.realtime: list[StompSource] = []
-        self.sinks: list[WebhookSink] = []
-        self.nats_sinks: list[Any] = []  # bridge.sinks.nats.NatsSink, imported only when used
+        self.sinks: list[Sink] = []
         self.port = 0
 
     async def __aenter__(self) -> Daemon:
         stack = self._stack
         await stack.__aenter__()
         try:
+            stack.enter_context(DataDirLock(self.config.storage.data_dir))  # first in, last out
             self.writer = await stack.enter_async_context(
                 Writer(
                     self.config.storage,
@@ -56,35 +62,46 @@ class Daemon:
                     },
                 )
             )
+            self.supervisor.watch(self.writer.commit_service)
+            self.supervisor.watch(self.writer.prune_service)
             self.reader = Reader(str(self.config.storage.path))
             stack.callback(self.reader.close)
+            # One quarantine for every source, HTTP and realtime.
+            self.quarantine = Quarantine(
+                self.writer,
+                self.reader,
+                resolver(self.config.sources),
+                sources=self.config.sources,
+            )
             for source in self.config.sources:
                 if source.realtime is not None:
                     realtime = StompSource(
-                        source, self.writer, STREAMS[source.vendor], vendor=source.vendor
+                        source,
+                        self.writer,
+                        STREAMS[source.vendor],
+                        vendor=source.vendor,
+                        quarantine=self.quarantine,
                     )
                     self.realtime.append(await stack.enter_async_context(realtime))
+                    self.supervisor.watch(realtime.service)
             for sink_config in self.config.sinks:
                 if isinstance(sink_config, WebhookSinkConfig):
                     sink = WebhookSink(
                         sink_config, writer=self.writer, reader=self.reader, hub=self.hub
                     )
                     self.sinks.append(await stack.enter_async_context(sink))
+                    self.supervisor.watch(sink.service)
                 else:
                     from bridge.sinks.nats import NatsSink  # needs the optional nats-py
 
                     nats = NatsSink(
                         sink_config, writer=self.writer, reader=self.reader, hub=self.hub
                     )
-                    self.nats_sinks.append(await stack.enter_async_context(nats))
-            runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=10.0)
-            await runner.setup()
-            stack.push_async_callback(runner.cleanup)
-            server = self.config.server
-            site = web.TCPSite(runner, server.host, server.port)
-            await site.start()
-            sockets = runner.addresses
-            self.port = sockets[0][1] if sockets else server.port
+                    self.sinks.append(await stack.enter_async_context(nats))
+                    self.supervisor.watch(nats.service)
+            self.server = await server.start(self._app(), self.config.server)
+            stack.push_async_callback(self.server.close)
+            self.port = self.server.port
         except BaseException:
             await stack.__aexit__(None, None, None)
             raise
@@ -104,11 +121,11 @@ class Daemon:
         app[routes.READER] = self.reader
         app[routes.API_CONFIG] = self.config.api
         app[routes.STREAMS] = set()
-        self.ingest = Ingest(self.config, self.writer, self.reader)
+        self.ingest = Ingest(self.config, self.writer, self.quarantine)
         self.ingest.add_routes(app)
         routes.add_routes(app)
         calls.add_routes(app, self.config)
-        admin.add_routes(app, self.ingest.quarantine, self.sinks, self.reader, self.nats_sinks)
+        admin.add_routes(app, self.quarantine, self.sinks, self.reader)
         app.router.add_get("/metrics", metrics.handler(self))
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
@@ -120,15 +137,18 @@ class Daemon:
 
     async def _readyz(self, request: web.Request) -> web.Response:
         realtime = {source.name: source.snapshot() for source in self.realtime}
-        connected = all(state["connected"] for state in realtime.values())
-        ready = self.writer.alive and connected
+        problems = self.supervisor.problems()
+        ready = not problems
         body = {
             "status": "ready" if ready else "not_ready",
+            "problems": problems,
             "outbox": {
-                "writable": self.writer.alive,
+                "writable": self.writer.alive and self.writer.failing is None,
                 "last_seq": self.writer.last_seq,
                 "commits": self.writer.commits,
+                "error": self.writer.failing,
             },
+            "services": {s.name: s.snapshot() for s in self.supervisor.services},
             "subscribers": self.hub.subscribers,
             "sources": [source.name for source in self.config.sources],
             "realtime": realtime,
@@ -173,13 +193,17 @@ async def serve(config: Config) -> None:
 
 
 async def _watchdog(daemon: Daemon) -> None:
-    """Ping systemd's watchdog only while the writer is alive: a dead writer gets us restarted."""
+    """Ping systemd's watchdog while every vital service runs: a dead writer gets us restarted.
+
+    A sink or source in trouble makes ``/readyz`` say so; restarting the process would not help.
+    """
     interval = systemd.watchdog_interval_s()
     if interval is None:
         return
     while True:
-        if daemon.writer.alive:
+        down = daemon.supervisor.vital_down()
+        if not down:
             systemd.notify("WATCHDOG=1")
         else:
-            log.error("writer_dead_watchdog_withheld")
+            log.error("watchdog_withheld", services=down)
         await asyncio.sleep(interval)

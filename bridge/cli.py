@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     quarantine.add_argument("ids", nargs="*", type=int, help="entry ids (show, reprocess)")
     quarantine.add_argument("--all", action="store_true", help="reprocess every held entry")
     quarantine.add_argument("--state", default="held", choices=("held", "reprocessed", "all"))
+    quarantine.add_argument("--source", help="list only this source's entries")
     quarantine.add_argument("--url", default=DEFAULT_URL)
     quarantine.add_argument("--token", help="API bearer token")
 
@@ -168,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ids=args.ids,
                     every=args.all,
                     state=args.state,
+                    source=args.source,
                 )
             )
     except ConfigError as exc:

@@ -119,6 +119,10 @@ class RealtimeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     max_in_flight: Annotated[int, msgspec.Meta(gt=0)] = 1000
 
 
+QUARANTINE_MAX_ENTRIES = 10_000
+QUARANTINE_MAX_BYTES = 64 << 20
+
+
 class SourceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     name: _Name
     vendor: str
@@ -136,6 +140,11 @@ class SourceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # Where the PBX serves recordings, for vendors that report a path (CooCenter: the base of
     # /coocenter-api/monitor/); the recording's path stays in data.recording_path.
     recording_base_url: str | None = None
+    # Caps on this source's held quarantine entries (their count, their bodies' bytes): past
+    # either, a payload that cannot be read is answered 503 and not kept, so a flood of bad
+    # pushes cannot fill the disk.
+    quarantine_max_entries: _Positive = QUARANTINE_MAX_ENTRIES
+    quarantine_max_bytes: _Positive = QUARANTINE_MAX_BYTES
     realtime: RealtimeConfig | None = None
 
     @property
@@ -150,6 +159,14 @@ class SourceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     listen: str = "127.0.0.1:8480"
     max_body_bytes: _Positive = 1 << 20
+    # Slow clients (bridge/server.py): a request head must arrive within header_timeout_s of
+    # connecting (or of its first byte, on a kept-alive connection) or the connection closes; a
+    # body within body_timeout_s of its head or it is answered 408; an idle kept-alive
+    # connection closes after keepalive_timeout_s. Past max_connections, new ones get 503.
+    header_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    body_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    keepalive_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0
+    max_connections: _Positive = 1000
 
     @property
     def host(self) -> str:

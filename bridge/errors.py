@@ -7,8 +7,10 @@
     ├── PayloadError         a vendor payload cannot be read or mapped (names the field)
     │   └── UnsupportedMediaError   the body is not in the shape the vendor sends
     ├── AuthError            a request did not authenticate (nothing is stored)
+    ├── TransportError       a request to a receiver got no response (refused, reset, TLS)
     └── OutboxError          the outbox could not commit (the vendor will retry)
-        └── OverloadedError  too many events are waiting for the writer
+        ├── OverloadedError  too many events are waiting for the writer
+        └── QuarantineFullError   a source's quarantine is at its cap: nothing new is kept
 """
 
 from __future__ import annotations
@@ -52,9 +54,34 @@ class AuthError(BridgeError):
         self.challenges = challenges
 
 
+class TransportError(BridgeError):
+    """A request to a receiver failed before any response arrived; worth retrying."""
+
+
 class OutboxError(BridgeError):
     """The outbox could not commit; the request must not be acknowledged."""
 
 
 class OverloadedError(OutboxError):
     """The writer's queue is full; answer 503 so the vendor retries later."""
+
+
+class QuarantineFullError(OutboxError):
+    """A source's quarantine is at its cap: the refused payload was not kept (answer 503).
+
+    The numbers are the source's held entries and their body bytes, and the caps they reached.
+    """
+
+    def __init__(
+        self, *, source: str, held_entries: int, held_bytes: int, max_entries: int, max_bytes: int
+    ) -> None:
+        super().__init__(
+            f"source {source!r} holds {held_entries} entries / {held_bytes} bytes in quarantine"
+            f" (cap {max_entries} entries / {max_bytes} bytes): nothing new is kept until"
+            " entries are reprocessed or the cap is raised"
+        )
+        self.source = source
+        self.held_entries = held_entries
+        self.held_bytes = held_bytes
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes

@@ -6,20 +6,39 @@ this collector reads them at scrape time, so metrics cost nothing per event.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from bridge.app import Daemon
+from bridge.api.hub import Hub
+from bridge.lifecycle import Supervisor
+from bridge.server import Server
+from bridge.sinks.sink import Sink
+from bridge.sources.http import Ingest
+from bridge.sources.quarantine import Quarantine
+from bridge.sources.stomp import StompSource
+from bridge.store.writer import Writer
+
+
+class Observed(Protocol):
+    """What the collector reads: the daemon's parts (the daemon satisfies it)."""
+
+    writer: Writer
+    hub: Hub
+    ingest: Ingest
+    supervisor: Supervisor
+    quarantine: Quarantine
+    server: Server
+    realtime: list[StompSource]
+    sinks: list[Sink]
 
 
 class BridgeCollector(Collector):
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Observed) -> None:
         self._daemon = daemon
 
     def collect(self) -> Iterator[Metric]:
@@ -102,6 +121,32 @@ class BridgeCollector(Collector):
         yield connected
         yield messages
         yield reconnects
+        kept = CounterMetricFamily(
+            "pbx_bridge_quarantine_kept",
+            "Payloads kept in quarantine (or a kept one seen again)",
+            labels=["source"],
+        )
+        full = CounterMetricFamily(
+            "pbx_bridge_quarantine_full",
+            "Payloads refused (503) because their source's quarantine was full",
+            labels=["source"],
+        )
+        for source, count in sorted(daemon.quarantine.kept.items()):
+            kept.add_metric([source], count)
+        for source, count in sorted(daemon.quarantine.full.items()):
+            full.add_metric([source], count)
+        yield kept
+        yield full
+        yield GaugeMetricFamily(
+            "pbx_bridge_http_connections", "Open client connections", daemon.server.connections
+        )
+        yield CounterMetricFamily(
+            "pbx_bridge_http_connections_refused",
+            "Connections refused over server.max_connections",
+            daemon.server.refused,
+        )
+        yield from _services(daemon.supervisor)
+        yield from _sinks(daemon.sinks, writer.last_seq)
         yield CounterMetricFamily(
             "pbx_bridge_subscriber_overflows",
             "Times a slow subscriber was switched to catch-up from the outbox",
@@ -109,7 +154,54 @@ class BridgeCollector(Collector):
         )
 
 
-def handler(daemon: Daemon) -> Callable[[web.Request], Awaitable[web.Response]]:
+def _services(supervisor: Supervisor) -> Iterator[Metric]:
+    up = GaugeMetricFamily(
+        "pbx_bridge_service_up", "1 while a supervised service runs", labels=["service"]
+    )
+    restarts = CounterMetricFamily(
+        "pbx_bridge_service_restarts",
+        "Times a supervised service died and was started again",
+        labels=["service"],
+    )
+    for service in supervisor.services:
+        up.add_metric([service.name], int(service.alive))
+        restarts.add_metric([service.name], service.restarts)
+    yield up
+    yield restarts
+
+
+def _sinks(sinks: Sequence[Sink], head: int) -> Iterator[Metric]:
+    lag = GaugeMetricFamily(
+        "pbx_bridge_sink_lag_events", "Committed events past a sink's cursor", labels=["sink"]
+    )
+    counters = {
+        key: CounterMetricFamily(f"pbx_bridge_sink_{key}", help_text, labels=["sink"])
+        for key, help_text in (
+            ("delivered", "Events a webhook receiver accepted"),
+            ("retried", "Delivery attempts that will be retried"),
+            ("dead_lettered", "Events given up on (kept as dead letters)"),
+            ("published", "Events JetStream acknowledged"),
+        )
+    }
+    breaker = GaugeMetricFamily(
+        "pbx_bridge_sink_breaker_open",
+        "1 while a sink's circuit breaker is not closed",
+        labels=["sink"],
+    )
+    for sink in sinks:
+        shown = sink.snapshot(head)
+        lag.add_metric([sink.name], shown["lag"])
+        for key, family in counters.items():
+            if key in shown:
+                family.add_metric([sink.name], shown[key])
+        if "breaker" in shown:
+            breaker.add_metric([sink.name], int(shown["breaker"] != "closed"))
+    yield lag
+    yield from counters.values()
+    yield breaker
+
+
+def handler(daemon: Observed) -> Callable[[web.Request], Awaitable[web.Response]]:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BridgeCollector(daemon))
 

@@ -37,19 +37,13 @@ async def quarantine(
     ids: list[int],
     every: bool,
     state: str,
+    source: str | None = None,
     out: TextIO = sys.stdout,
 ) -> int:
     """list | show ID | reprocess (IDS... | --all); returns the exit code."""
     try:
         if action == "list":
-            answer = await call(url, f"/v1/quarantine?state={state}", token=token)
-            for entry in answer["entries"]:
-                print(
-                    f"{entry['id']:>6}  {entry['source']:<12} {entry['state']:<11} "
-                    f"seen={entry['seen']:<3} {entry['field'] or '(body)'}: {entry['error']}",
-                    file=out,
-                )
-            print(f"{len(answer['entries'])} entries", file=out)
+            await _list_quarantine(url, token=token, state=state, source=source, out=out)
         elif action == "show":
             if len(ids) != 1:
                 print("show takes one id", file=sys.stderr)
@@ -75,6 +69,40 @@ async def quarantine(
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+async def _list_quarantine(
+    url: str, *, token: str | None, state: str, source: str | None, out: TextIO
+) -> None:
+    """Every page of entries, then each source's room; nothing here assumes an HTTP source."""
+    query = {"state": state, **({"source": source} if source else {})}
+    shown, after, usage = 0, 0, {}
+    while True:
+        page = await call(
+            url, "/v1/quarantine?" + urlencode({**query, "after": after}), token=token
+        )
+        for entry in page["entries"]:
+            # path: the HTTP path tail after /ingest/<source>/, or a realtime STOMP destination.
+            print(
+                f"{entry['id']:>6}  {entry['source']:<12} {entry['state']:<11} "
+                f"seen={entry['seen']:<3} size={entry['size']:<7} {entry['path'] or '-'}  "
+                f"{entry['field'] or '(whole payload)'}: {entry['error']}",
+                file=out,
+            )
+        shown += len(page["entries"])
+        usage = page.get("sources", {})
+        if page.get("next_after") is None:
+            break
+        after = page["next_after"]
+    print(f"{shown} entries", file=out)
+    for name, room in usage.items():
+        if source and name != source:
+            continue
+        print(
+            f"  {name}: {room['held_entries']}/{room['max_entries']} held, "
+            f"{room['held_bytes']}/{room['max_bytes']} bytes",
+            file=out,
+        )
 
 
 async def sinks(*, url: str, token: str | None, out: TextIO = sys.stdout) -> int:

@@ -279,6 +279,20 @@ def test_body_that_is_not_json_is_refused() -> None:
     assert caught.value.field == ""
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a":' * 5000 + b"1" + b"}" * 5000,  # nested past any vendor's (and msgspec's) depth
+        b'{"uuid": "\xff\xfe", "state": "CHANNEL_BRIDGE"}',  # not UTF-8
+    ],
+    ids=["nested-5000-deep", "not-utf-8"],
+)
+def test_body_that_cannot_be_read_as_json_is_refused_not_a_crash(body: bytes) -> None:
+    """JSON too deep to read, or bytes that are not UTF-8: an UnsupportedMediaError."""
+    with pytest.raises(UnsupportedMediaError):
+        normalize(Payload(body=body, path="/topic/OC_778"), ctx())
+
+
 @pytest.mark.parametrize("body", [[MESSAGE], "CHANNEL_BRIDGE", 7, None])
 def test_body_that_is_not_an_object_is_refused(body: Any) -> None:
     """JSON that is not an object is a PayloadError for the whole body."""

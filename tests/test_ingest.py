@@ -201,7 +201,14 @@ async def test_health_and_readiness(daemon: Daemon) -> None:
         async with http.get(base_url(daemon) + "/readyz") as response:
             body = await response.json()
             assert response.status == 200
-            assert body["outbox"] == {"writable": True, "last_seq": 2, "commits": 1}
+            assert body["outbox"] == {
+                "writable": True,
+                "last_seq": 2,
+                "commits": 1,
+                "error": None,
+            }
+            assert body["problems"] == {}
+            assert body["services"]["writer"]["state"] == "running"
 
 
 async def test_metrics_count_requests_and_commits(daemon: Daemon) -> None:

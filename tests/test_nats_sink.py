@@ -71,7 +71,7 @@ async def push(daemon: Daemon, *payloads: dict[str, Any], source: str = "coocent
 
 
 def bus(daemon: Daemon) -> NatsSink:
-    sink: NatsSink = daemon.nats_sinks[0]
+    sink: NatsSink = daemon.sinks[0]
     return sink
 
 
@@ -287,4 +287,5 @@ async def test_snapshot_reports_progress(tmp_path: Path, nats_server: NatsServer
         "retries": 0,
         "last_error": None,
         "connected": True,
+        "state": "running",
     }

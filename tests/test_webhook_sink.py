@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -111,20 +112,63 @@ async def test_retry_after_is_honoured(tmp_path: Path) -> None:
         assert second - first >= 1.0
 
 
-async def test_gone_disables_the_sink(tmp_path: Path) -> None:
-    """410 Gone stops the sink: its dispatcher ends, nothing more is sent, /v1/sinks says why."""
+async def test_gone_disables_the_sink_durably(tmp_path: Path) -> None:
+    """410 Gone stops the sink at once and for good: a restart does not enable it again."""
     async with serve(Receiver(script=lambda event, seen: (410, {}))) as receiver:
         async with await start(tmp_path, sink(receiver, concurrency=1)) as daemon:
             crm = daemon.sinks[0]
             await push(daemon, status(1), status(2))
-            await until(lambda: crm.stats.disabled is not None, what="disabling")
-            await until(lambda: crm._task is not None and crm._task.done(), what="the stop")
+            await until(lambda: receiver.attempts, what="the first attempt")
+            await until_true(lambda: stored_disable(daemon), what="the disable on disk")
             await push(daemon, status(3))
             async with aiohttp.ClientSession() as http:
                 async with http.get(base_url(daemon) + "/v1/sinks") as response:
                     (shown,) = (await response.json())["sinks"]
+            assert crm.service.alive  # disabled is a state, not a dead task
+        async with await start(tmp_path, sink(receiver, concurrency=1)) as daemon:
+            await push(daemon, status(4))
+            await until(lambda: daemon.sinks[0].dispatcher.disabled, what="the disable, loaded")
+            dispatcher, now = daemon.sinks[0].dispatcher, time.time()
+            assert (dispatcher.wants(now), dispatcher.poll(now)) == (0, [])
         assert len(receiver.attempts) == 1  # one at a time: the first answer stopped it
-        assert shown["disabled"]
+        assert "410" in shown["disabled"]
+
+
+async def stored_disable(daemon: Daemon) -> bool:
+    sql = "SELECT disabled_reason FROM sink_cursors WHERE sink = 'crm'"
+    row = await daemon.reader.run(lambda conn: conn.execute(sql).fetchone())
+    return row is not None and row[0] is not None
+
+
+async def test_receiver_back_after_an_outage_gets_the_waiting_events_at_once(
+    tmp_path: Path,
+) -> None:
+    """With the breaker open and a retry an hour away, the probe's success delivers it now.
+
+    Before the dispatcher, the daemon spun at full CPU here and delivered nothing, not even new
+    calls, until the retry slot.
+    """
+    down = {"on": True}
+
+    def script(event: dict[str, Any], seen: int) -> tuple[int, dict[str, str]]:
+        return (503, {}) if down["on"] else (200, {})
+
+    async with serve(Receiver(script=script)) as receiver:
+        settings = sink(
+            receiver,
+            concurrency=1,
+            retry_schedule_s=[0, 3600, 3600],
+            breaker_threshold=1,
+            breaker_cool_down_s=0.2,
+        )
+        async with await start(tmp_path, settings) as daemon:
+            await push(daemon, status(1))
+            await until(lambda: daemon.sinks[0].breaker.state == "open", what="the breaker")
+            down["on"] = False
+            await push(daemon, status(2))  # a new call: not stuck behind the old one's slot
+            await until(lambda: len(receiver.delivered()) == 2, what="both, well before an hour")
+            assert daemon.sinks[0].breaker.state == "closed"
+            assert daemon.sinks[0].dispatcher.stats.probes >= 1
 
 
 async def test_client_errors_are_dead_lettered_and_can_be_redriven(tmp_path: Path) -> None:
@@ -297,3 +341,49 @@ async def test_backlog_larger_than_memory_drains_without_new_traffic(tmp_path: P
             await until(lambda: len(receiver.attempts) >= 5, what="failures during the outage")
             down["on"] = False
             await until(lambda: len({e["id"] for e in receiver.delivered()}) == 40, what="all 40")
+
+
+async def _read_only(daemon: Daemon, on: bool) -> None:
+    """Every write to the outbox fails (SQLite ``query_only``, as on a file remounted read-only)
+    until it is lifted."""
+    conn = daemon.writer._conn
+    assert conn is not None
+    await daemon.writer._run(conn.execute, f"PRAGMA query_only = {int(on)}")
+
+
+async def test_a_sink_whose_outbox_writes_fail_is_restarted_and_delivers_everything(
+    tmp_path: Path,
+) -> None:
+    """The outbox fails under a sink whose receiver is down: /readyz says so, and once writes
+    work again the sink (restarted from the store, not left dead) delivers every event."""
+    down = {"on": True}
+
+    def script(event: dict[str, Any], seen: int) -> tuple[int, dict[str, str]]:
+        return (503, {}) if down["on"] else (200, {})
+
+    async with serve(Receiver(script=script)) as receiver:
+        settings = sink(receiver, retry_schedule_s=[0] + [0.05] * 400, breaker_cool_down_s=0.05)
+        async with await start(tmp_path, settings) as daemon:
+            crm = daemon.sinks[0]
+            await push(daemon, *(status(n) for n in range(20)))
+            await until(lambda: len(receiver.attempts) >= 3, what="failing deliveries")
+            await _read_only(daemon, True)
+            async with aiohttp.ClientSession() as http:
+                async with http.post(
+                    base_url(daemon) + "/ingest/coocenter", json=status(99)
+                ) as response:
+                    assert response.status == 503  # not committed: never a 2xx
+                await until(lambda: crm.service.restarts >= 1, what="the sink's death")
+                async with http.get(base_url(daemon) + "/readyz") as response:
+                    ready = await response.json()
+                    assert response.status == 503
+                    assert not ready["outbox"]["writable"]
+            await _read_only(daemon, False)
+            down["on"] = False
+            head = daemon.writer.last_seq
+            await until(lambda: crm.cursor == head, timeout_s=20, what="every event delivered")
+            async with aiohttp.ClientSession() as http:
+                async with http.get(base_url(daemon) + "/readyz") as response:
+                    assert response.status == 200, await response.text()
+        delivered = {e["id"] for e in receiver.delivered()}
+        assert len(delivered) == head

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 
@@ -13,15 +12,18 @@ from bridge.api.routes import (
     BadQuery,
     authorized,
     error,
+    int_param,
     json_body,
     seq_text,
     unauthorized,
 )
-from bridge.quarantine import Quarantine
-from bridge.sinks.webhook import WebhookSink
+from bridge.sinks.sink import DeadLetters, Sink
+from bridge.sources.quarantine import Quarantine
+from bridge.store import deliveries
 from bridge.store.reader import Reader
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
+QUARANTINE_PAGE = 1000
 
 
 def _guarded(handler: Handler) -> Handler:
@@ -52,31 +54,32 @@ def _storable(value: object) -> bool:
     return type(value) is int and 0 <= value <= MAX_SEQ
 
 
-class Replayable(Protocol):
-    name: str
-
-    def snapshot(self, head: int) -> dict[str, Any]: ...
-
-    async def replay(self, from_seq: int) -> None: ...
-
-
 def add_routes(
-    app: web.Application,
-    quarantine: Quarantine,
-    sinks: list[WebhookSink],
-    reader: Reader,
-    others: Sequence[Replayable] = (),
+    app: web.Application, quarantine: Quarantine, sinks: Sequence[Sink], reader: Reader
 ) -> None:
-    """``sinks`` have dead letters (webhooks); ``others`` (NATS) only show and replay."""
-    by_name = {sink.name: sink for sink in sinks}
-    every: dict[str, Replayable] = {**by_name, **{sink.name: sink for sink in others}}
+    every = {sink.name: sink for sink in sinks}
 
     async def entries(request: web.Request) -> web.Response:
+        """Every source's entries (HTTP and realtime), a page at a time, and each one's room."""
         state = request.query.get("state", "held")
         if state not in ("held", "reprocessed", "all"):
             return error(400, "invalid_query", "state is held, reprocessed or all", field="state")
-        found = await quarantine.entries(state=None if state == "all" else state, limit=1000)
-        return web.json_response({"entries": found})
+        try:
+            after = int_param(request, "after", 0, lo=0, hi=MAX_SEQ)
+            limit = int_param(request, "limit", QUARANTINE_PAGE, lo=1, hi=QUARANTINE_PAGE)
+        except BadQuery as exc:
+            return error(400, "invalid_query", exc.problem, field=exc.field)
+        found = await quarantine.entries(
+            state=None if state == "all" else state,
+            source=request.query.get("source") or None,
+            after=after,
+            limit=limit,
+        )
+        # A full page may have more behind it: page on from its last id.
+        next_after = found[-1]["id"] if len(found) == limit else None
+        return web.json_response(
+            {"entries": found, "next_after": next_after, "sources": await quarantine.usage()}
+        )
 
     async def show(request: web.Request) -> web.Response:
         entry_id = request.match_info["id"]
@@ -92,24 +95,22 @@ def add_routes(
             return chosen
         return web.json_response({"results": await quarantine.reprocess(chosen)})
 
-    def sink_of(request: web.Request) -> WebhookSink | web.Response:
+    def sink_of(request: web.Request) -> DeadLetters | web.Response:
         name = request.match_info["name"]
-        sink = by_name.get(name)
-        return sink if sink is not None else error(404, "not_found", f"no sink named {name!r}")
+        sink = every.get(name)
+        if sink is None:
+            return error(404, "not_found", f"no sink named {name!r}")
+        if not isinstance(sink, DeadLetters):
+            return error(404, "not_found", f"sink {name!r} ({sink.kind}) keeps no dead letters")
+        return sink
 
     async def list_sinks(request: web.Request) -> web.Response:
-        def dead_counts(conn: sqlite3.Connection) -> dict[str, int]:
-            rows = conn.execute(
-                "SELECT sink, count(*) FROM deliveries WHERE state = 'dead' GROUP BY sink"
-            )
-            return {name: int(count) for name, count in rows}
-
         head = await reader.head()
-        dead = await reader.run(dead_counts)
+        dead = await deliveries.dead_counts(reader)
         shown = []
         for sink in every.values():
             snapshot = sink.snapshot(head)
-            if sink.name in by_name:
+            if isinstance(sink, DeadLetters):
                 snapshot["dead"] = dead.get(sink.name, 0)  # dead letters stored, all time
             shown.append(snapshot)
         return web.json_response({"sinks": shown})

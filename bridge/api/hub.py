@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from bridge.store.commit import Committed
@@ -66,11 +66,26 @@ class Hub:
     def __init__(self, *, client_queue: int) -> None:
         self._client_queue = client_queue
         self._subscriptions: set[Subscription] = set()
+        self._bells: set[Callable[[], None]] = set()
         self.overflows = 0  # of subscriptions that have ended; live ones are added on read
 
     def publish(self, items: Sequence[Committed]) -> None:
         for subscription in self._subscriptions:
             subscription.push(items)
+        for ring in self._bells:
+            ring()
+
+    @contextmanager
+    def bell(self, ring: Callable[[], None]) -> Iterator[None]:
+        """Call ``ring`` on every commit, with no buffer: for readers of the outbox (sinks).
+
+        Not a subscriber: it holds no events and is not counted.
+        """
+        self._bells.add(ring)
+        try:
+            yield
+        finally:
+            self._bells.discard(ring)
 
     @contextmanager
     def subscribe(self) -> Iterator[Subscription]:

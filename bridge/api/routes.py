@@ -24,6 +24,7 @@ HUB: Final = web.AppKey("hub", Hub)
 READER: Final = web.AppKey("reader", Reader)
 API_CONFIG: Final = web.AppKey("api_config", ApiConfig)
 STREAMS: Final = web.AppKey("streams", set[asyncio.Task[Any]])
+CLOSE_WAIT_S: Final = 0.5
 
 SSE_KEEPALIVE_S: Final = 15.0
 
@@ -178,7 +179,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     after = await _opening(request)
     if isinstance(after, web.Response):
         return after
-    ws = web.WebSocketResponse(heartbeat=30.0)
+    # timeout: how long close() waits for the client's close frame; shutdown waits no longer.
+    ws = web.WebSocketResponse(heartbeat=30.0, timeout=CLOSE_WAIT_S)
     await ws.prepare(request)
     app = request.app
     log.info("subscriber_connected", kind="ws", after=after, peer=request.remote)

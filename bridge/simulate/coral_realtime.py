@@ -2,8 +2,9 @@
 
 It speaks enough STOMP to stand in for the PBX's ``ws://HOST:8989/realtime``: CONNECTED (or an
 ERROR, on demand or for a wrong login), SUBSCRIBE, MESSAGE frames with channel-state JSON to
-every subscriber of a destination, and heart-beats at the negotiated rate. For failure testing
-it can drop every connection, stall its heart-beats, or refuse connects. Loopback only.
+every subscriber of a destination, heart-beats at the negotiated rate, and DISCONNECT answered
+with its RECEIPT before the connection closes. For failure testing it can drop every connection,
+stall its heart-beats, refuse connects, or send any body. Loopback only.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from bridge.errors import ConfigError
 from bridge.sources import stomp_codec as codec
 
 SUBPROTOCOLS = ("v12.stomp", "v11.stomp", "v10.stomp")
+# STOMP 1.2 "DISCONNECT": the client closes once it has the RECEIPT; one that lingers is closed.
+CLOSE_AFTER_RECEIPT_S = 1.0
 
 
 @dataclass(eq=False)
@@ -71,6 +74,9 @@ class RealtimeServer:
         self.connect_times: list[float] = []  # monotonic time of every CONNECT (backoff checks)
         self.subscribed = asyncio.Event()  # set whenever a SUBSCRIBE arrives
         self.sent = 0
+        self.disconnects = 0  # DISCONNECT frames received
+        self.receipts = 0  # RECEIPTs sent for them
+        self.close_codes: list[int | None] = []  # the WebSocket close code of each ended client
 
     async def __aenter__(self) -> RealtimeServer:
         self._server = await serve(
@@ -119,7 +125,13 @@ class RealtimeServer:
 
     async def publish(self, destination: str, message: dict[str, Any]) -> int:
         """Send one MESSAGE to every subscriber of ``destination``; returns how many got it."""
-        body = json.dumps(message).encode()
+        return await self.publish_body(destination, json.dumps(message).encode())
+
+    async def publish_body(
+        self, destination: str, body: bytes, content_type: str = "application/json"
+    ) -> int:
+        """Send one MESSAGE with ``body`` as it is (any bytes: not UTF-8 goes as a binary
+        WebSocket message) to every subscriber of ``destination``."""
         delivered = 0
         for client in list(self._clients):
             subscription = client.subscriptions.get(destination)
@@ -131,12 +143,17 @@ class RealtimeServer:
                     ("destination", destination),
                     ("subscription", subscription),
                     ("message-id", str(next(self._ids))),
-                    ("content-type", "application/json"),
+                    ("content-type", content_type),
                 ),
                 body,
             )
+            wire = codec.encode(frame)
+            try:
+                data: str | bytes = wire.decode()
+            except UnicodeDecodeError:
+                data = wire
             with contextlib.suppress(Exception):
-                await client.ws.send(_text(frame))
+                await client.ws.send(data)
                 delivered += 1
         self.sent += delivered
         return delivered
@@ -159,6 +176,10 @@ class RealtimeServer:
             self._clients.discard(client)
             if client.beats is not None:
                 client.beats.cancel()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLOSE_AFTER_RECEIPT_S):
+                    await ws.wait_closed()
+            self.close_codes.append(ws.close_code)
 
     async def _frame(self, client: _Client, frame: codec.Frame) -> None:
         if frame.command in ("CONNECT", "STOMP"):
@@ -187,6 +208,15 @@ class RealtimeServer:
                 client.subscriptions[destination] = sub_id
                 self.subscribed.set()
         elif frame.command == "DISCONNECT":
+            self.disconnects += 1
+            receipt = frame.header("receipt")
+            if receipt is not None:
+                await client.ws.send(_text(codec.Frame("RECEIPT", (("receipt-id", receipt),))))
+                self.receipts += 1
+            # The client closes once it has the RECEIPT; close ourselves only if it does not.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_AFTER_RECEIPT_S):
+                    await client.ws.wait_closed()
             await client.ws.close()
 
     async def _beat(self, client: _Client, send_ms: int) -> None:

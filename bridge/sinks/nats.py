@@ -20,7 +20,6 @@ import re
 from types import TracebackType
 from typing import Any
 
-import msgspec
 import nats.errors
 import nats.js.errors
 import structlog
@@ -28,9 +27,11 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
-from bridge.api.hub import Hub, Subscription
+from bridge.api.hub import Hub
 from bridge.config import NatsSinkConfig
 from bridge.errors import OutboxError
+from bridge.lifecycle import Service
+from bridge.store import deliveries
 from bridge.store.commit import Committed
 from bridge.store.reader import Reader
 from bridge.store.writer import Writer
@@ -45,15 +46,6 @@ RETRYABLE = (nats.errors.Error, TimeoutError, OSError, OutboxError)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
-class _Envelope(msgspec.Struct):
-    id: str
-    specversion: str = "1.0"
-    vendor: str = ""
-
-
-_decode = msgspec.json.Decoder(_Envelope).decode
-
-
 def subject_for(prefix: str, vendor: str, event_type: str) -> str:
     """``<prefix>.<vendor>.<type>``; outside ``[A-Za-z0-9_-]`` (wildcards, spaces, a dot in the
     vendor) is ``_``, so neither can add, drop or widen a token; the type's dots separate."""
@@ -62,7 +54,9 @@ def subject_for(prefix: str, vendor: str, event_type: str) -> str:
 
 
 class NatsSink:
-    """One sink's publisher; an async context manager that owns its task (and its connection)."""
+    """One sink's publisher: its supervised ``run`` owns the connection."""
+
+    kind = "nats"
 
     def __init__(
         self,
@@ -77,7 +71,8 @@ class NatsSink:
         self.config = config
         self._writer, self._reader, self._hub = writer, reader, hub
         self._rng = rng or random.Random()
-        self._task: asyncio.Task[None] | None = None
+        self._news = asyncio.Event()
+        self.service = Service(f"sink-{self.name}", self.run)
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._stream_checked = False
@@ -90,7 +85,7 @@ class NatsSink:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def __aenter__(self) -> NatsSink:
-        self._start()
+        self.service.start()
         return self
 
     async def __aexit__(
@@ -99,22 +94,21 @@ class NatsSink:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._stop()
+        await self.close()
 
-    def _start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"sink-{self.name}")
+    async def close(self) -> None:
+        await self.service.stop()
 
-    async def _stop(self) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):  # a crash is logged already
-            await self._task
+    def health(self) -> str | None:
+        return None  # a NATS server that is down is the sink's state (lag), not the daemon's
 
     async def replay(self, from_seq: int) -> None:
         """Publish history again from ``from_seq``; the stream drops ids it has in its window."""
-        await self._stop()
-        await self._save(max(0, from_seq - 1))
-        self._start()
+        await self.service.stop()
+        try:
+            await self._save(max(0, from_seq - 1))
+        finally:
+            self.service.start()
 
     def snapshot(self, head: int) -> dict[str, Any]:
         return {
@@ -128,28 +122,27 @@ class NatsSink:
             "retries": self.retries,
             "last_error": self.last_error,
             "connected": self._nc is not None and self._nc.is_connected,
+            "state": self.service.state,
         }
 
     # -- the loop -----------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        with structlog.contextvars.bound_contextvars(sink=self.name):
+    async def run(self) -> None:
+        # Rung before the first read: whatever commits after it wakes us.
+        with (
+            self._hub.bell(self._news.set),
+            structlog.contextvars.bound_contextvars(sink=self.name),
+        ):
             try:
-                # Subscribed before the first read: whatever commits after it wakes us.
-                with self._hub.subscribe() as news:
-                    await self._load()
-                    await self._publish_forever(news)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("sink_failed")
-                raise
+                self.cursor = await deliveries.cursor(self._reader, self.name)
+                await self._publish_forever()
             finally:
                 await self._close()
 
-    async def _publish_forever(self, news: Subscription) -> None:
+    async def _publish_forever(self) -> None:
         failures = 0
         while True:
+            self._news.clear()  # the outbox is the truth: read it after this point
             try:
                 js = await self._jetstream()
                 while await self._publish_page(js):
@@ -164,13 +157,7 @@ class NatsSink:
             if failures:
                 log.info("nats_publishing_resumed", cursor=self.cursor, failures=failures)
                 failures = 0
-            await news.get()
-            news.reset()  # the outbox is the truth: read it, not the buffer (nor an overflow)
-
-    async def _load(self) -> None:
-        sql, name = "SELECT seq FROM sink_cursors WHERE sink = ?", self.name
-        row = await self._reader.run(lambda conn: conn.execute(sql, (name,)).fetchone())
-        self.cursor = int(row[0]) if row is not None else 0
+            await self._news.wait()
 
     async def _publish_page(self, js: JetStreamContext) -> bool:
         """Publish the next page and wait for its acks, then move the cursor; True if full."""
@@ -200,27 +187,21 @@ class NatsSink:
         return not sources or event.source.rsplit("/", 1)[-1] in sources
 
     def _message(self, event: Committed) -> tuple[str, dict[str, str]]:
-        envelope = _decode(event.body)
-        vendor = envelope.vendor or event.source.strip("/").split("/")[0]
+        vendor = event.source.strip("/").split("/")[0]
         headers = {
-            "Nats-Msg-Id": envelope.id,
+            "Nats-Msg-Id": event.id,
             # CloudEvents NATS binding: the body is structured-mode JSON; the ce- headers
             # repeat the routing attributes for consumers that filter without parsing it.
             "Content-Type": "application/cloudevents+json",
-            "ce-specversion": envelope.specversion,
-            "ce-id": envelope.id,
+            "ce-specversion": "1.0",
+            "ce-id": event.id,
             "ce-source": event.source,
             "ce-type": event.type,
         }
         return subject_for(self.config.subject_prefix, vendor, event.type), headers
 
     async def _save(self, seq: int) -> None:
-        sql = (
-            "INSERT INTO sink_cursors (sink, seq) VALUES (?, ?)"
-            " ON CONFLICT (sink) DO UPDATE SET seq = excluded.seq"
-        )
-        args = (self.name, seq)
-        await self._writer.transact(lambda conn: conn.execute(sql, args))
+        await deliveries.save_cursor(self._writer, self.name, seq)
         self.cursor = seq  # only once it is durable
 
     # -- the connection -------------------------------------------------------------------

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Final, Literal
 
-from aiohttp import ClientError
+from bridge.errors import TransportError
 
 # Delays before attempt 1, 2, ... 8: the start of the spec's example schedule (Svix's).
 DEFAULT_SCHEDULE_S: Final = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
@@ -130,7 +130,7 @@ def classify(
     name = type(error).__name__
     if isinstance(error, TimeoutError):  # asyncio's, aiohttp's ServerTimeoutError
         return retry(f"timeout ({name})")
-    if isinstance(error, ClientError | OSError):
+    if isinstance(error, TransportError | OSError):
         return retry(f"network error ({name}: {error})")
     if not isinstance(error, Exception):
         # Cancelled (shutdown) or interrupted: says nothing about the receiver.

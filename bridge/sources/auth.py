@@ -6,12 +6,14 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
 
 from bridge.config import Auth, AuthBasic, AuthDigest, AuthNone, AuthToken, AuthWebkey
 from bridge.errors import AuthError
+from bridge.sources.digest import DigestAuth
+from bridge.sources.request import Request, raw_bytes
 
 Clock = Callable[[], datetime]
 
@@ -20,31 +22,9 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class Request(Protocol):
-    """What an authenticator may look at (aiohttp's request satisfies it)."""
-
-    @property
-    def method(self) -> str: ...
-
-    @property
-    def path_qs(self) -> str: ...
-
-    @property
-    def headers(self) -> Mapping[str, str]: ...
-
-    @property
-    def query(self) -> Mapping[str, str]: ...
-
-
 class Authenticator(Protocol):
     def check(self, request: Request) -> None:
         """Return if the request is authentic, else raise :class:`AuthError`."""
-
-
-def raw_bytes(text: str) -> bytes:
-    """A header value's bytes as sent: aiohttp keeps undecodable bytes as surrogates, which a
-    plain ``encode()`` refuses (a 500 for a client that sends Latin-1 in a credential)."""
-    return text.encode("utf-8", "surrogateescape")
 
 
 def _equal(presented: str, expected: str) -> bool:
@@ -143,8 +123,6 @@ def build(auth: Auth, tz: tzinfo, clock: Clock = utc_now) -> Authenticator:
     if isinstance(auth, AuthBasic):
         return BasicAuth(auth)
     if isinstance(auth, AuthDigest):
-        from bridge.sources.digest import DigestAuth  # digest builds on this module
-
         basic = BasicAuth(
             AuthBasic(username=auth.username, password=auth.password, realm=auth.realm)
         )

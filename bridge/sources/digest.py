@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Final
 
 from bridge.errors import AuthError
-from bridge.sources.auth import Request, raw_bytes
+from bridge.sources.request import Request, raw_bytes
 
 _HASHES: Final[dict[str, Callable[[bytes], hashlib._Hash]]] = {
     "SHA-256": hashlib.sha256,

@@ -2,7 +2,9 @@
 
 The order of checks is the order of trust: which source, from where (IP allow-list), who
 (auth), how big (413), what (normalise: 400 names the problem), then durable (commit, else 503).
-A 2xx is written only after the writer says the events are committed.
+A 2xx is written only after the writer says the events are committed, and a 400 only after the
+refused payload is in quarantine: one that cannot be kept (the outbox fails, the source's
+quarantine is full) is a 503, so the vendor keeps it and retries.
 """
 
 from __future__ import annotations
@@ -17,11 +19,10 @@ import structlog
 from aiohttp import web
 
 from bridge.config import AuthToken, Config, SourceConfig
-from bridge.errors import AuthError, OutboxError, PayloadError
-from bridge.quarantine import Quarantine
+from bridge.errors import AuthError, OutboxError, PayloadError, QuarantineFullError
 from bridge.sources import auth
 from bridge.sources.normalise import normalise
-from bridge.store.reader import Reader
+from bridge.sources.quarantine import Quarantine
 from bridge.store.writer import Writer
 from bridge.vendors.base import Payload, SourceContext, Vendor, at, context_template
 from bridge.vendors.registry import VENDORS
@@ -47,9 +48,14 @@ class Ingest:
     """The ingest endpoint for every configured source."""
 
     def __init__(
-        self, config: Config, writer: Writer, reader: Reader, clock: auth.Clock = auth.utc_now
+        self,
+        config: Config,
+        writer: Writer,
+        quarantine: Quarantine,
+        clock: auth.Clock = auth.utc_now,
     ) -> None:
         self._writer = writer
+        self.quarantine = quarantine
         self._max_body = config.server.max_body_bytes
         self._clock = clock
         self._sources = {
@@ -63,16 +69,8 @@ class Ingest:
             )
             for source in config.sources
         }
-        self.quarantine = Quarantine(writer, reader, self.resolve)
         # (source, status) -> count; read by /metrics. A plain Counter: nothing on the hot path.
         self.responses: Counter[tuple[str, int]] = Counter()
-
-    def resolve(self, name: str, received_at: datetime) -> tuple[Vendor, SourceContext] | None:
-        """The vendor and context of a configured source, for a payload received then."""
-        source = self._sources.get(name)
-        if source is None:
-            return None
-        return source.vendor, self._context(source, received_at)
 
     def _context(self, source: Source, received_at: datetime) -> SourceContext:
         return at(source.context, received_at)
@@ -118,14 +116,13 @@ class Ingest:
         payload = Payload(
             body=body,
             query=query,
-            content_type=request.headers.get("Content-Type", ""),
+            content_type=_text(request.headers.get("Content-Type", "")),
             path=request.match_info.get("tail", ""),
         )
         context = self._context(source, self._clock())
         try:
             events = normalise(source.vendor.normalize, payload, context)
         except PayloadError as exc:
-            log.warning("payload_rejected", source=name, field=exc.field, problem=exc.problem)
             try:
                 kept = await self.quarantine.keep(
                     source=name,
@@ -134,9 +131,18 @@ class Ingest:
                     received_at=context.received_at,
                     error=exc,
                 )
+            except QuarantineFullError as full:
+                return _full(full, exc)  # logged by the quarantine, not once per request
             except OutboxError as failure:
                 # Not even kept: make the vendor retry rather than lose it.
                 return _unavailable(name, failure)
+            log.warning(
+                "payload_rejected",
+                source=name,
+                field=exc.field,
+                problem=exc.problem,
+                quarantine_id=kept,
+            )
             if source.vendor.reject is not None:
                 answer = source.vendor.reject(exc)
                 return web.Response(
@@ -160,6 +166,27 @@ def _allowed(remote: str | None, source: Source) -> bool:
     except ValueError:
         return False
     return any(address in network for network in source.networks)
+
+
+def _text(header: str) -> str:
+    """A header value storable as text: aiohttp keeps bytes that are not UTF-8 as surrogates."""
+    return header.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _full(full: QuarantineFullError, refused: PayloadError) -> web.Response:
+    response = _error(
+        503,
+        "quarantine_full",
+        f"{full}; this payload was refused ({refused})",
+        held_entries=full.held_entries,
+        held_bytes=full.held_bytes,
+        max_entries=full.max_entries,
+        max_bytes=full.max_bytes,
+        field=refused.field,
+    )
+    # Room comes back only when an operator reprocesses or raises the cap: no use retrying soon.
+    response.headers["Retry-After"] = "60"
+    return response
 
 
 def _unavailable(source: str, exc: OutboxError) -> web.Response:

@@ -1,64 +1,59 @@
 """A realtime source: STOMP 1.2 over WebSocket (Coral IRIS IVDX), subscribed forever.
 
-One task per source owns the connection: CONNECT, SUBSCRIBE to the configured destinations,
-read MESSAGE frames into the same writer as HTTP pushes, heart-beat both ways, and on any end
-(server drop, dead peer, ERROR frame, refused login) wait with exponential backoff and jitter
-and start again. STOMP topics have no replay, so every disconnect is a gap the consumers must
-know about: each connect and disconnect is committed as a ``source.status`` event (the connect
-after a gap carries its length), and ``/readyz`` shows the state.
+A thin ``websockets`` driver around the sans-I/O :class:`~bridge.sources.stomp_session.Session`,
+which owns every protocol rule. ``run`` is the reconnect loop: after any expected end (server
+drop, dead peer, ERROR frame, refused login, a network error) it waits with exponential backoff
+and jitter and starts again; anything unexpected escapes to the :class:`~bridge.lifecycle.Service`
+running it, which logs ``task_died`` and starts ``run`` again. Cancelled, it ends cleanly:
+DISCONNECT, a brief wait for the RECEIPT, a WebSocket close "going away", a ``stopped`` status.
+
+STOMP topics have no replay, so every gap is on the stream: each connect, disconnect and stop is
+a ``source.status`` event, and a connect after a gap carries ``gap_s`` and ``gap_since`` (the
+first one after a restart too: the previous run's last status is read from the outbox). A
+message that cannot become events is quarantined byte for byte, and the stream goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 import structlog
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from bridge.config import RealtimeConfig, SourceConfig
-from bridge.errors import BridgeError, OutboxError, PayloadError
-from bridge.events import Event, make_event
-from bridge.sources import stomp_codec as codec
-from bridge.sources.normalise import normalise
-from bridge.store.commit import Committed
+from bridge.events import rfc3339
+from bridge.lifecycle import Service
+from bridge.sources.realtime_intake import Counts, Quarantine, RealtimeIntake
+from bridge.sources.stomp_session import Closed, Connected, Ended, MessageReceived, Session
 from bridge.store.writer import Writer
-from bridge.vendors.base import Normalizer, Payload, SourceContext, at, context_template
+from bridge.vendors.base import Normalizer, Payload
 
 log = structlog.get_logger("bridge.stomp")
 
 Clock = Callable[[], datetime]
 
-
-class SessionEnded(BridgeError):
-    """The STOMP session ended; ``connected`` says whether it got as far as CONNECTED."""
-
-    def __init__(self, reason: str, *, connected: bool) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.connected = connected
+# Shutdown takes about a second at most whatever the server does: this long for the RECEIPT,
+# then this long for the WebSocket closing handshake before the TCP connection is dropped.
+RECEIPT_TIMEOUT_S: Final = 0.5
+CLOSE_TIMEOUT_S: Final = 0.25
 
 
 @dataclass(slots=True)
-class Status:
-    """What /readyz and /metrics show of a realtime source."""
+class Status(Counts):
+    """What /readyz and /metrics show of a realtime source (and the message counts)."""
 
     connected: bool = False
     since: float | None = None  # monotonic time of the last connect or disconnect
     connects: int = 0
     disconnects: int = 0
-    messages: int = 0
-    rejected: int = 0
-    lost: int = 0  # messages whose events the outbox could not commit
     last_error: str | None = None
 
 
@@ -69,7 +64,7 @@ def backoff_s(attempt: int, config: RealtimeConfig, rng: random.Random) -> float
 
 
 class StompSource:
-    """Owns one realtime subscription; an async context manager."""
+    """One realtime subscription: ``run`` under a Service, or ``async with`` (which runs one)."""
 
     def __init__(
         self,
@@ -78,25 +73,34 @@ class StompSource:
         normalize: Normalizer,
         *,
         vendor: str,
+        quarantine: Quarantine | None = None,
         clock: Clock = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
     ) -> None:
         assert source.realtime is not None
         self.name = source.name
-        self._source = source
         self._config: RealtimeConfig = source.realtime
-        self._writer = writer
-        self._normalize = normalize
-        self._vendor = vendor
-        self._template = context_template(source, vendor)
         self._clock = clock
         self._rng = rng or random.Random()
-        self._task: asyncio.Task[None] | None = None
-        self._in_flight: deque[asyncio.Future[list[Committed]]] = deque()
         self.status = Status()
+        self._intake = RealtimeIntake(
+            source,
+            writer,
+            normalize,
+            vendor=vendor,
+            clock=clock,
+            counts=self.status,
+            quarantine=quarantine,
+            max_in_flight=self._config.max_in_flight,
+        )
+        # Where the current gap began: wall time, and monotonic time when it began in this run.
+        self._gap: tuple[datetime, float | None] | None = None
+        self._gap_read = False
+        # What ``async with`` runs ``run`` under (a daemon may run ``run`` under its own instead).
+        self.service = Service(f"realtime-{self.name}", self.run, health=self.health)
 
     async def __aenter__(self) -> StompSource:
-        self._task = asyncio.create_task(self._run_forever(), name=f"stomp-{self.name}")
+        self.service.start()
         return self
 
     async def __aexit__(
@@ -105,45 +109,56 @@ class StompSource:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        await self._drain()
+        await self.service.stop()
+        await self.drain()
 
-    @property
-    def alive(self) -> bool:
-        return self._task is not None and not self._task.done()
+    def health(self) -> str | None:
+        """``None`` while subscribed, else why not."""
+        if self.status.connected:
+            return None
+        return f"realtime disconnected: {self.status.last_error or 'not connected yet'}"
 
-    # -- the reconnect loop --------------------------------------------------------------
+    async def drain(self) -> None:
+        """Wait for the commits already handed to the writer (once ``run`` has stopped)."""
+        await self._intake.drain()
 
-    async def _run_forever(self) -> None:
-        attempt = 0
-        gap_started: float | None = None
+    # -- the reconnect loop ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, subscribe and commit until cancelled, reconnecting after every end."""
         with structlog.contextvars.bound_contextvars(source=self.name):
-            while True:
-                try:
-                    await self._session(gap_started)
-                except asyncio.CancelledError:
-                    raise
-                except SessionEnded as exc:
-                    reason, connected = exc.reason, exc.connected
-                except (OSError, TimeoutError, websockets.WebSocketException) as exc:
-                    reason, connected = f"{type(exc).__name__}: {exc}", self.status.connected
-                except codec.StompProtocolError as exc:
-                    reason, connected = f"protocol error: {exc}", self.status.connected
-                if connected:
-                    attempt = 0  # it worked for a while: start the backoff afresh
-                    gap_started = time.monotonic()
-                    self._set_disconnected(reason)
-                    await self._record("disconnected", reason=reason)
-                self.status.last_error = reason
-                delay = backoff_s(attempt, self._config, self._rng)
-                attempt += 1
-                log.warning("realtime_reconnect_scheduled", reason=reason, delay_s=round(delay, 3))
-                await asyncio.sleep(delay)
+            if not self._gap_read:
+                # The gap a restart left began at the previous run's last status: "stopped"
+                # after a clean stop, else (a crash) its last connect or disconnect.
+                last = await self._intake.last_status_at()
+                self._gap, self._gap_read = (None if last is None else (last, None)), True
+            attempt = 0
+            try:
+                while True:
+                    try:
+                        reason = (await self._session()).reason
+                    except (OSError, TimeoutError, websockets.WebSocketException) as exc:
+                        reason = f"{type(exc).__name__}: {exc}"
+                    if self.status.connected:
+                        attempt = 0  # it worked for a while: start the backoff afresh
+                        await self._down("disconnected", reason)
+                    self.status.last_error = reason
+                    delay = backoff_s(attempt, self._config, self._rng)
+                    attempt += 1
+                    log.warning(
+                        "realtime_reconnect_scheduled", reason=reason, delay_s=round(delay, 3)
+                    )
+                    await asyncio.sleep(delay)
+            except asyncio.CancelledError:
+                if self.status.connected:
+                    await self._down("stopped", None)
+                raise
+            except Exception as exc:  # a bug: the Service restarts run; the gap begins here
+                if self.status.connected:
+                    await self._down("disconnected", f"internal error: {type(exc).__name__}")
+                raise
 
-    async def _session(self, gap_started: float | None) -> None:
+    async def _session(self) -> Ended:
         config = self._config
         async with asyncio.timeout(config.connect_timeout_s):
             ws = await connect(
@@ -152,158 +167,108 @@ class StompSource:
                 # which a strict server refuses (400).
                 subprotocols=[websockets.Subprotocol(p) for p in config.subprotocols] or None,
                 open_timeout=config.connect_timeout_s,
+                close_timeout=CLOSE_TIMEOUT_S,
                 max_size=2**22,
             )
-        async with ws:
-            decoder = codec.Decoder()
-            send_ms, expect_ms = await self._handshake(ws, decoder)
-            for index, destination in enumerate(config.destinations):
-                await ws.send(_text(codec.subscribe(id=f"sub-{index}", destination=destination)))
-            gap_s = None if gap_started is None else round(time.monotonic() - gap_started, 3)
-            self._set_connected()
-            log.info("realtime_connected", url=config.url, heartbeat_ms=[send_ms, expect_ms])
-            await self._record("connected", gap_s=gap_s)
-            beats = asyncio.create_task(self._heartbeats(ws, send_ms), name="stomp-heartbeats")
-            try:
-                await self._read(ws, decoder, expect_ms)
-            finally:
-                beats.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await beats
-
-    async def _handshake(self, ws: ClientConnection, decoder: codec.Decoder) -> tuple[int, int]:
-        config = self._config
-        frame = codec.connect(
+        session = Session(
             host=config.host,
             login=config.login,
             passcode=config.passcode,
-            heartbeat=config.heartbeat_ms,
+            heartbeat_ms=config.heartbeat_ms,
+            destinations=config.destinations,
+            connect_timeout_s=config.connect_timeout_s,
+            receipt_timeout_s=RECEIPT_TIMEOUT_S,
         )
-        await ws.send(_text(frame))
-        async with asyncio.timeout(config.connect_timeout_s):
-            while True:
-                data = await ws.recv()
-                for item in decoder.feed(data):
-                    if item is codec.HEARTBEAT or not isinstance(item, codec.Frame):
-                        continue
-                    if item.command == "CONNECTED":
-                        return codec.negotiate(config.heartbeat_ms, item.header("heart-beat"))
-                    if item.command == "ERROR":
-                        raise SessionEnded(_error_text(item), connected=False)
-
-    async def _heartbeats(self, ws: ClientConnection, send_ms: int) -> None:
-        if not send_ms:
-            return
-        while True:
-            await asyncio.sleep(send_ms / 1000)
-            await ws.send(codec.HEARTBEAT_BYTES.decode())
-
-    async def _read(self, ws: ClientConnection, decoder: codec.Decoder, expect_ms: int) -> None:
-        # STOMP 1.2 "Heart-beating": allow for network delays; twice the interval is our margin.
-        deadline = 2 * expect_ms / 1000 if expect_ms else None
-        while True:
+        going_away = False
+        try:
+            session.start(_now())
+            end = await self._pump(ws, session)
+            assert isinstance(end, Ended)  # only our close() ends in Closed
+            return end
+        except asyncio.CancelledError:
+            going_away = True
+            session.close(_now())  # DISCONNECT; the session's receipt deadline bounds the wait
             try:
-                async with asyncio.timeout(deadline):
+                async with asyncio.timeout(2 * RECEIPT_TIMEOUT_S):  # guarding the guard
+                    last = await self._pump(ws, session)
+                problem = None if isinstance(last, Closed) or not last.connected else last.reason
+            except Exception as exc:  # shutting down: nothing may keep the cancel from us
+                problem = f"{type(exc).__name__}: {exc}"
+            if problem is not None:  # e.g. RabbitMQ 3.10's web-stomp just closes the socket
+                log.info("realtime_disconnect_unconfirmed", reason=problem)
+            raise
+        finally:
+            code, reason = (1001, "going away") if going_away else (1000, "")
+            try:
+                async with asyncio.timeout(2 * CLOSE_TIMEOUT_S):
+                    await ws.close(code, reason)
+            except TimeoutError:
+                ws.transport.abort()
+
+    async def _pump(self, ws: ClientConnection, session: Session) -> Ended | Closed:
+        """Move data between the socket and the session, acting on its events, until it ends."""
+        while True:
+            for text in session.data_to_send():
+                try:
+                    await ws.send(text)
+                except websockets.ConnectionClosed as exc:
+                    session.lost(f"connection closed: {exc}")
+                    break
+            for event in session.events_received():
+                if isinstance(event, Connected):
+                    await self._connected(event)
+                elif isinstance(event, MessageReceived):
+                    frame = event.frame
+                    payload = Payload(
+                        body=frame.body,
+                        content_type=frame.header("content-type", "") or "",
+                        path=frame.header("destination", "") or "",
+                    )
+                    await self._intake.message(payload)
+                else:
+                    return event
+            try:
+                async with asyncio.timeout_at(session.next_deadline()):
                     data = await ws.recv()
             except TimeoutError:
-                raise SessionEnded(
-                    f"no data or heart-beat from the server for {deadline} s", connected=True
-                ) from None
+                session.tick(_now())
             except websockets.ConnectionClosed as exc:
-                raise SessionEnded(f"connection closed: {exc}", connected=True) from None
-            for item in decoder.feed(data):
-                if not isinstance(item, codec.Frame):
-                    continue  # a heart-beat: receiving it already reset the deadline
-                if item.command == "MESSAGE":
-                    await self._message(item)
-                elif item.command == "ERROR":
-                    raise SessionEnded(_error_text(item), connected=True)
+                session.lost(f"connection closed: {exc}")
+            else:
+                now = _now()
+                session.received(data, now)
+                session.tick(now)  # a server that never pauses must not starve the deadlines
 
-    # -- messages into the writer ------------------------------------------------------
+    # -- status ----------------------------------------------------------------------------
 
-    async def _message(self, frame: codec.Frame) -> None:
-        self.status.messages += 1
-        payload = Payload(
-            body=frame.body,
-            content_type=frame.header("content-type", "") or "",
-            path=frame.header("destination", "") or "",
-        )
-        try:
-            events = normalise(self._normalize, payload, self._context())
-        except PayloadError as exc:
-            self.status.rejected += 1
-            log.warning("realtime_message_rejected", field=exc.field, problem=exc.problem)
-            return
-        if events:
-            await self._enqueue(events)
+    async def _connected(self, event: Connected) -> None:
+        gap: dict[str, Any] = {}
+        if self._gap is not None:  # None: the first connect this outbox has seen
+            since, monotonic = self._gap
+            if monotonic is not None:
+                gap_s = time.monotonic() - monotonic
+            else:  # the gap spans a restart: only the wall clock does too
+                gap_s = max(0.0, (self._clock() - since).total_seconds())
+            gap = {"gap_s": round(gap_s, 3), "gap_since": rfc3339(since)}
+        self._gap = None
+        status = self.status
+        status.connected, status.since, status.last_error = True, time.monotonic(), None
+        status.connects += 1
+        heartbeat_ms = [event.send_ms, event.expect_ms]
+        log.info("realtime_connected", url=self._config.url, heartbeat_ms=heartbeat_ms, **gap)
+        await self._intake.status("connected", url=self._config.url, **gap)
 
-    async def _enqueue(self, events: list[Event]) -> None:
-        """Hand events to the writer without waiting for each commit (order is kept).
-
-        At most ``max_in_flight`` commits are awaited at once: past that, reading pauses, so a
-        slow disk slows the socket rather than growing memory.
-        """
-        while len(self._in_flight) >= self._config.max_in_flight:
-            await self._settle(self._in_flight.popleft())
-        while True:
-            try:
-                future = self._writer.enqueue(events)
-                break
-            except OutboxError as exc:
-                if self._in_flight:
-                    await self._settle(self._in_flight.popleft())
-                    continue
-                self.status.lost += 1
-                log.error("realtime_events_not_committed", error=str(exc), events=len(events))
-                return
-        self._in_flight.append(future)
-        while self._in_flight and self._in_flight[0].done():
-            await self._settle(self._in_flight.popleft())
-
-    async def _settle(self, future: asyncio.Future[list[Committed]]) -> None:
-        try:
-            await future
-        except OutboxError as exc:
-            # The stream has no redelivery: say loudly what was lost.
-            self.status.lost += 1
-            log.error("realtime_events_not_committed", error=str(exc))
-
-    async def _drain(self) -> None:
-        while self._in_flight:
-            await self._settle(self._in_flight.popleft())
-
-    def _context(self) -> SourceContext:
-        return at(self._template, self._clock())
-
-    # -- status ------------------------------------------------------------------------
-
-    def _set_connected(self) -> None:
-        self.status.connected = True
-        self.status.connects += 1
-        self.status.since = time.monotonic()
-        self.status.last_error = None
-
-    def _set_disconnected(self, reason: str) -> None:
-        self.status.connected = False
-        self.status.disconnects += 1
-        self.status.since = time.monotonic()
-        log.warning("realtime_disconnected", reason=reason)
-
-    async def _record(self, state: str, **extra: Any) -> None:
-        """Commit a ``source.status`` event; consumers see every gap in the stream."""
-        now = self._clock()
-        data = {"status": state, "url": self._config.url, **extra}
-        event = make_event(
-            source_name=self._source.name,
-            vendor=self._vendor,
-            vendorevent=f"realtime.{state}",
-            type="source.status",
-            time=now,
-            subject="pbx",
-            identity=(state, now.isoformat()),
-            data={key: value for key, value in data.items() if value is not None},
-        )
-        await self._enqueue([event])  # an outbox failure is logged (and counted) there
+    async def _down(self, state: str, reason: str | None) -> None:
+        """The stream stopped (``disconnected`` with a reason, or ``stopped``): commit it."""
+        self._gap = (self._clock(), time.monotonic())
+        status = self.status
+        status.connected, status.since, status.last_error = False, time.monotonic(), reason or state
+        status.disconnects += 1
+        if reason is None:
+            log.info("realtime_stopped")
+        else:
+            log.warning("realtime_disconnected", reason=reason)
+        await self._intake.status(state, url=self._config.url, reason=reason)
 
     def snapshot(self) -> dict[str, Any]:
         status = self.status
@@ -319,12 +284,6 @@ class StompSource:
         }
 
 
-def _text(frame: codec.Frame) -> str:
-    # STOMP is text: send WebSocket text frames (RabbitMQ's web-stomp and browsers expect them).
-    return codec.encode(frame).decode()
-
-
-def _error_text(frame: codec.Frame) -> str:
-    detail = frame.body.decode(errors="replace").strip()
-    message = frame.header("message", "") or ""
-    return f"ERROR frame: {message}" + (f" ({detail})" if detail else "")
+def _now() -> float:
+    # asyncio's own clock, so the session's deadlines are timeout_at's deadlines as they are.
+    return asyncio.get_running_loop().time()

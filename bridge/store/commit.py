@@ -51,6 +51,8 @@ class Committed:
     source: str
     subject: str
     body: bytes
+    id: str = ""
+    time: str = ""  # RFC 3339, as in the body (sinks read both without decoding it)
 
 
 @dataclass(slots=True)
@@ -97,7 +99,7 @@ class _Batch:
         seq = self.seq
         body = encode(msgspec.structs.replace(out, seq=seq))
         self.rows.append((seq, out.id, out.type, out.source, out.subject, out.time, self.now, body))
-        into.append(Committed(seq, out.type, out.source, out.subject, body))
+        into.append(Committed(seq, out.type, out.source, out.subject, body, out.id, out.time))
         if call is not None:
             call.first_seq = call.first_seq or seq
             call.last_seq = seq

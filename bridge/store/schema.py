@@ -112,6 +112,19 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE INDEX calls_last_seq ON calls (last_seq);
     CREATE INDEX calls_missed_last_seq ON calls (last_seq) WHERE missed = 1;
     """,
+    # 5: the quarantine's per-source caps. Each entry's body size as a column, so a covering
+    # index answers "how many held entries, how many bytes" for a source without reading a
+    # row (an index on length(body) is not covering in SQLite 3.40).
+    """
+    ALTER TABLE quarantine ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+    UPDATE quarantine SET size = length(body);
+    CREATE INDEX quarantine_source_state ON quarantine (source, state, size);
+    """,
+    # 6: which channel a kept payload came by, so reprocess reads a realtime message with the
+    # stream's normaliser, not the HTTP push's.
+    """
+    ALTER TABLE quarantine ADD COLUMN channel TEXT NOT NULL DEFAULT 'http';
+    """,
 )
 
 

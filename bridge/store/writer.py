@@ -27,6 +27,7 @@ import structlog
 from bridge.config import StorageConfig
 from bridge.errors import OutboxError, OverloadedError
 from bridge.events import Event
+from bridge.lifecycle import Service
 from bridge.store import schema
 from bridge.store.commit import Committed, Tally, commit, next_due, settle_due
 
@@ -72,10 +73,10 @@ class Writer:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-writer")
         self._conn: sqlite3.Connection | None = None
         self._next_seq = 1
-        self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
-        self._running = False
-        self.failed: BaseException | None = None
+        self.commit_service = Service("writer", self._commit_loop, health=self._health, vital=True)
+        self.prune_service = Service("writer-prune", self._prune_loop)
+        self.failing: str | None = None  # the last write failed, with this error
         self.commits = 0
         self.commit_failures = 0
         self.commit_seconds = 0.0
@@ -87,13 +88,8 @@ class Writer:
 
     async def __aenter__(self) -> Writer:
         await self._run(self._open)
-        self._tasks = [
-            asyncio.create_task(self._commit_loop(), name="writer-commit"),
-            asyncio.create_task(self._prune_loop(), name="writer-prune"),
-        ]
-        for task in self._tasks:
-            task.add_done_callback(self._watch)
-        self._running = True
+        self.commit_service.start()
+        self.prune_service.start()
         log.info("outbox_opened", path=self._path, last_seq=self._next_seq - 1)
         return self
 
@@ -105,12 +101,10 @@ class Writer:
     ) -> None:
         # Drain: everything already submitted is committed (or failed) before we close.
         self._closing = True
+        self.commit_service.ending()
         self._wake.set()
-        commit_task, prune_task = self._tasks
-        prune_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await prune_task
-        await commit_task
+        await self.prune_service.stop()
+        await self.commit_service.finish()
         await self._run(self._close)
         self._thread.shutdown(wait=True)
         log.info("outbox_closed", last_seq=self._next_seq - 1)
@@ -121,16 +115,13 @@ class Writer:
 
     @property
     def alive(self) -> bool:
-        """Running: its tasks are up (a task that died is logged by _watch and makes this false)."""
-        return self._running
+        """The commit loop runs (one that died is being restarted: not alive meanwhile)."""
+        return self.commit_service.alive
 
-    def _watch(self, task: asyncio.Task[None]) -> None:
-        """A writer task ended: that is only normal while closing; otherwise say so loudly."""
-        self._running = False
-        if task.cancelled() or self._closing:
-            return
-        self.failed = task.exception()
-        log.error("writer_task_died", task=task.get_name(), error=repr(self.failed))
+    def _health(self) -> str | None:
+        if self.failing is not None:
+            return f"outbox writes failing: {self.failing}"
+        return None
 
     async def _run(self, fn: Callable[..., _T], *args: object) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
@@ -216,6 +207,7 @@ class Writer:
             await self._run(self._commit, batch)
         except Exception as exc:  # every failure means: not committed
             self.commit_failures += 1
+            self.failing = str(exc)
             log.error(
                 "outbox_commit_failed", error=str(exc), events=sum(len(r.events) for r in batch)
             )
@@ -225,6 +217,7 @@ class Writer:
                     request.done.set_exception(error)
             return
         self.commits += 1
+        self.failing = None
         self.commit_seconds += time.perf_counter() - started
         new: list[Committed] = []
         for request in batch:
@@ -301,9 +294,12 @@ class Writer:
             return result
 
         try:
-            return await self._run(run)
+            result = await self._run(run)
         except sqlite3.Error as exc:
+            self.failing = str(exc)
             raise OutboxError(f"outbox write failed: {exc}") from exc
+        self.failing = None
+        return result
 
     # -- retention -------------------------------------------------------------------------
 
