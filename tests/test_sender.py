@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from bridge.errors import TransportError
-from bridge.sinks.sender import MAX_RESPONSE_BYTES, HttpSender
+from bridge.sinks.sender import MAX_RESPONSE_BYTES, HttpSender, Response
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -86,7 +86,7 @@ async def test_a_dropped_connection_is_a_transport_error() -> None:
     sender = HttpSender(limit=1)
     try:
         async with server(drop) as url:
-            with pytest.raises(TransportError, match="Disconnected"):
+            with pytest.raises(TransportError, match="closed before a response"):
                 await sender(url, b"{}", {}, 10.0)
     finally:
         await sender.close()
@@ -105,5 +105,74 @@ async def test_a_slow_receiver_is_a_timeout() -> None:
             with pytest.raises(TimeoutError):
                 await sender(url, b"{}", {}, 0.2)
             release.set()
+    finally:
+        await sender.close()
+
+
+async def test_a_connection_the_receiver_closed_while_idle_is_not_an_error() -> None:
+    """The receiver answers keep-alive, then closes while the connection is idle: the next
+    request goes out on a new connection instead of failing (and being retried seconds later)."""
+    connections = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()  # no "Connection: close": the client thinks it may reuse it
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sender = HttpSender(limit=1)
+    try:
+        url = f"http://127.0.0.1:{port}/hook"
+        answers = [(await sender(url, b"{}", {}, 5.0)).status for _ in range(3)]
+    finally:
+        await sender.close()
+        server.close()
+        await server.wait_closed()
+    assert answers == [200, 200, 200]
+    assert connections == 3
+
+
+async def test_the_request_is_what_a_receiver_expects() -> None:
+    """Host, a length, the caller's headers, and the body as given."""
+    seen: dict[str, object] = {}
+
+    async def record(request: web.Request) -> web.Response:
+        seen["body"] = await request.read()
+        seen["headers"] = dict(request.headers)
+        seen["query"] = dict(request.query)
+        return web.Response(status=204, headers={"Retry-After": "7"})
+
+    sender = HttpSender(limit=1)
+    try:
+        async with server(record) as url:
+            answer = await sender(url + "?tenant=42", b'{"a":1}', {"webhook-id": "msg_1"}, 5.0)
+    finally:
+        await sender.close()
+    assert answer == Response(204, "7")
+    headers = seen["headers"]
+    assert isinstance(headers, dict)
+    assert seen["body"] == b'{"a":1}'
+    assert seen["query"] == {"tenant": "42"}
+    assert headers["webhook-id"] == "msg_1"
+    assert headers["Content-Length"] == "7"
+    assert headers["Host"].startswith("127.0.0.1:")
+    assert headers["User-Agent"].startswith("pbx-bridge/")
+
+
+async def test_nothing_listening_is_a_transport_error() -> None:
+    probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = probe.sockets[0].getsockname()[1]
+    probe.close()
+    await probe.wait_closed()
+    sender = HttpSender(limit=1)
+    try:
+        with pytest.raises(TransportError, match="cannot connect"):
+            await sender(f"http://127.0.0.1:{port}/hook", b"{}", {}, 5.0)
     finally:
         await sender.close()

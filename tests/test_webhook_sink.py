@@ -71,6 +71,7 @@ async def test_every_event_arrives_signed_and_in_order(tmp_path: Path, receiver:
         await push(daemon, *(status(n) for n in range(20)))
         await until(lambda: len({e["id"] for e in receiver.delivered()}) == 60, what="60 events")
         await until(lambda: daemon.sinks[0].cursor == 60, what="the cursor")
+        assert daemon.hub.subscribers == 0  # a sink reads the outbox: it is no subscriber
     assert receiver.bad_signatures == 0
     by_subject: dict[str, list[int]] = {}
     for event in receiver.delivered():

@@ -13,11 +13,15 @@ The rules:
 - **The cursor** moves past an event only once it is settled: delivered, dead-lettered, expired,
   filtered out, or durably recorded (``waiting`` for a retry, or ``held`` behind its call's
   waiting head). Rows and cursor are written in one transaction, so a restart resumes from the
-  store and re-sends at most what was in flight.
-- **The breaker.** ``threshold`` failures in a row open it: nothing is sent or read. After the
+  store: what is recorded comes back from it (dead and expired rows are not sent again), and
+  what was delivered past the cursor, behind an older event then in flight, is sent again.
+- **The breaker.** ``threshold`` failures in a row open it: nothing is sent or read. A failure
+  is an outcome the policy retries (network errors, timeouts, 408, 429, 5xx), even one that
+  ends dead for want of retries; any other answer means the receiver is there. After the
   cool-down exactly one probe goes out: the head due soonest, even if its own retry is later,
-  or a new event read for the purpose. Its success closes the breaker and makes every waiting
-  head due at once (the receiver is back), except where a ``Retry-After`` asked for longer.
+  or a new event read for the purpose; only its answer decides. Its success closes the breaker
+  and makes every waiting head due at once (the receiver is back), except where a
+  ``Retry-After`` asked for longer.
 - **Disable** (HTTP 410) is a row written with the next flush; nothing more is sent.
 """
 
@@ -28,105 +32,25 @@ import heapq
 import random
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 
 from bridge.events import type_matches
 from bridge.sinks import policy
+from bridge.sinks.items import (
+    Disable,
+    Flush,
+    Forget,
+    Item,
+    Row,
+    Rules,
+    Send,
+    Stats,
+    Write,
+)
 from bridge.store.commit import Committed
 
 CURSOR_FLUSH_S: Final = 0.02  # a cursor-only write waits this long for company
-
-
-@dataclass(frozen=True, slots=True)
-class Rules:
-    """What a sink's config says about dispatching."""
-
-    concurrency: int = 4
-    batch_size: int = 1
-    max_in_memory: int = 10_000
-    schedule: tuple[float, ...] = policy.DEFAULT_SCHEDULE_S
-    expire_s: Mapping[str, float] = field(default_factory=dict)
-    sources: tuple[str, ...] = ()  # source names to deliver; empty: all
-    breaker_threshold: int = 5
-    breaker_cool_down_s: float = 30.0
-
-
-@dataclass(slots=True)
-class Item:
-    """One event on its way to the receiver."""
-
-    seq: int
-    subject: str
-    type: str
-    id: str
-    time: str
-    body: bytes
-    attempts: int = 0
-    due: float = 0.0  # wall-clock time of its next attempt
-    not_before: float = 0.0  # a Retry-After the receiver asked for
-    recorded: bool = False  # in ``deliveries`` (waiting or held)
-
-    @classmethod
-    def of(cls, event: Committed) -> Item:
-        return cls(event.seq, event.subject, event.type, event.id, event.time, event.body)
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    """One request to make now: one event, or a batch of heads of different calls."""
-
-    items: tuple[Item, ...]
-    body: bytes
-    msg_id: str
-    probe: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    """Upsert this delivery row."""
-
-    seq: int
-    subject: str
-    state: str  # waiting, held, dead, expired
-    attempts: int
-    due: float
-    status: int | None = None
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Forget:
-    """Delete this delivery row (its event was delivered after all)."""
-
-    seq: int
-
-
-@dataclass(frozen=True, slots=True)
-class Disable:
-    reason: str
-
-
-Write = Row | Forget | Disable
-
-
-@dataclass(frozen=True, slots=True)
-class Flush:
-    """Write these rows, then the cursor, in one transaction; then call ``flushed``."""
-
-    writes: tuple[Write, ...]
-    cursor: int
-
-
-@dataclass(slots=True)
-class Stats:
-    delivered: int = 0
-    retried: int = 0
-    dead: int = 0
-    expired: int = 0
-    probes: int = 0
-    last_error: str | None = None
 
 
 class Dispatcher:
@@ -140,6 +64,7 @@ class Dispatcher:
         cursor: int = 0,
         disabled: str | None = None,
         recorded: Iterable[Item] = (),
+        finished: Iterable[int] = (),
         stats: Stats | None = None,
     ) -> None:
         self.rules = rules
@@ -165,6 +90,8 @@ class Dispatcher:
         # Per call, the newest seq restored: it and the call's older events are in memory or
         # finished, though the cursor may be below them (an older event was in flight).
         self._restored: dict[str, int] = {}
+        # Dead or expired past the cursor (behind an older event in flight): not sent again.
+        self._finished = set(finished)
         for item in recorded:  # durably recorded: settled, whatever the cursor
             self._add(item, settled=True)
             self._restored[item.subject] = max(item.seq, self._restored.get(item.subject, 0))
@@ -203,6 +130,9 @@ class Dispatcher:
                 continue  # never unsettled: the cursor passes it with the read position
             if event.seq <= self._restored.get(event.subject, 0):
                 continue  # restored from the store, or finished before its call's restored head
+            if self._finished and event.seq in self._finished:
+                self._finished.discard(event.seq)
+                continue
             self._add(Item.of(event))
         self.read_pos = max(self.read_pos, next_after)
         if len(events) < asked:
@@ -324,7 +254,9 @@ class Dispatcher:
             now=moment,
         )
         was = self.breaker.state
-        self.breaker.record(not _failure(decision, status, error, moment), now)
+        if send.probe or self.breaker.state != "half_open":
+            # While the probe is out, only its answer decides (not one sent before opening).
+            self.breaker.record(not _failure(decision, status, error, moment), now)
         asked = policy.retry_after_s(retry_after, moment) or 0.0
         for item in send.items:
             self._busy.discard(item.subject)

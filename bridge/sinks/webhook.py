@@ -24,7 +24,8 @@ from bridge.config import WebhookSinkConfig
 from bridge.errors import TransportError
 from bridge.lifecycle import Service
 from bridge.sinks import policy, signing
-from bridge.sinks.dispatch import Dispatcher, Rules, Send, Stats
+from bridge.sinks.dispatch import Dispatcher
+from bridge.sinks.items import Rules, Send, Stats
 from bridge.sinks.sender import HttpSender, Sender
 from bridge.store import deliveries
 from bridge.store.reader import Reader
@@ -112,6 +113,7 @@ class WebhookSink:
             cursor=stored.cursor,
             disabled=stored.disabled,
             recorded=stored.items,
+            finished=stored.finished,
             stats=self.stats,
         )
         if stored.items:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from bridge.errors import OutboxError
-from bridge.sinks.dispatch import Disable, Flush, Forget, Item, Row
+from bridge.sinks.items import Disable, Flush, Forget, Item, Row
 from bridge.store.reader import Reader
 from bridge.store.writer import Writer
 
@@ -41,6 +41,7 @@ class Stored:
     cursor: int
     disabled: str | None
     items: list[Item]  # waiting and held, in seq order
+    finished: list[int]  # dead or expired past the cursor: not to be sent again
 
 
 async def _read(reader: Reader, fn: Callable[[sqlite3.Connection], _T]) -> _T:
@@ -67,9 +68,16 @@ async def load(reader: Reader, sink: str) -> Stored:
             item.due = (due or 0.0) if state == "waiting" else 0.0
             item.recorded = True
             items.append(item)
-        if cursor is None:
-            return Stored(0, None, items)
-        return Stored(int(cursor[0]), cursor[1], items)
+        seq, disabled = (0, None) if cursor is None else (int(cursor[0]), cursor[1])
+        finished = [
+            row[0]
+            for row in conn.execute(
+                "SELECT seq FROM deliveries WHERE sink = ? AND state IN ('dead', 'expired')"
+                " AND seq > ?",
+                (sink, seq),
+            )
+        ]
+        return Stored(seq, disabled, items, finished)
 
     return await _read(reader, read)
 
