@@ -2,6 +2,9 @@
 
 Nothing else in the bridge reads TOML or the environment. See config/pbx-bridge.example.toml for
 every key with its meaning.
+
+A source's auth types live in :mod:`bridge.config_auth`, its realtime subscription in
+:mod:`bridge.config_realtime`; both are re-exported here: import all config from this module.
 """
 
 from __future__ import annotations
@@ -16,6 +19,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from bridge.config_auth import Auth as Auth
+from bridge.config_auth import AuthBasic as AuthBasic
+from bridge.config_auth import AuthDigest as AuthDigest
+from bridge.config_auth import AuthNone as AuthNone
+from bridge.config_auth import AuthToken as AuthToken
+from bridge.config_auth import AuthWebkey as AuthWebkey
+from bridge.config_realtime import RealtimeConfig as RealtimeConfig
+from bridge.config_realtime import check_realtime
 from bridge.errors import ConfigError
 
 IMPLEMENTED_VENDORS = ("coocenter", "coral", "oncall", "callog")
@@ -23,100 +34,6 @@ IMPLEMENTED_VENDORS = ("coocenter", "coral", "oncall", "callog")
 _Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 _Positive = Annotated[int, msgspec.Meta(gt=0)]
 _NonNegative = Annotated[float, msgspec.Meta(ge=0)]
-
-
-class AuthNone(
-    msgspec.Struct,
-    frozen=True,
-    kw_only=True,
-    forbid_unknown_fields=True,
-    tag="none",
-    tag_field="type",
-):
-    """No authentication: only for loopback or an IP allow-list."""
-
-
-class AuthToken(
-    msgspec.Struct,
-    frozen=True,
-    kw_only=True,
-    forbid_unknown_fields=True,
-    tag="token",
-    tag_field="type",
-):
-    """A shared secret in a header or a query parameter."""
-
-    token: Annotated[str, msgspec.Meta(min_length=8)]
-    header: str = "X-Bridge-Token"
-    query: str = "token"
-
-
-class AuthBasic(
-    msgspec.Struct,
-    frozen=True,
-    kw_only=True,
-    forbid_unknown_fields=True,
-    tag="basic",
-    tag_field="type",
-):
-    """HTTP Basic (RFC 7617)."""
-
-    username: Annotated[str, msgspec.Meta(min_length=1)]
-    password: Annotated[str, msgspec.Meta(min_length=1)]
-    realm: str = "pbx-bridge"
-
-
-class AuthDigest(
-    msgspec.Struct,
-    frozen=True,
-    kw_only=True,
-    forbid_unknown_fields=True,
-    tag="digest",
-    tag_field="type",
-):
-    """HTTP Digest (RFC 7616, MD5 and SHA-256, qop=auth); optionally Basic as well."""
-
-    username: Annotated[str, msgspec.Meta(min_length=1)]
-    password: Annotated[str, msgspec.Meta(min_length=1)]
-    realm: str = "pbx-bridge"
-    nonce_ttl_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
-    accept_basic: bool = False
-
-
-class AuthWebkey(
-    msgspec.Struct,
-    frozen=True,
-    kw_only=True,
-    forbid_unknown_fields=True,
-    tag="webkey",
-    tag_field="type",
-):
-    """Zycoo CooCenter: ``Authorization: md5(WEBKEY + 'YYYY-MM-DD')`` in the source's zone."""
-
-    webkey: Annotated[str, msgspec.Meta(min_length=1)]
-
-
-Auth = AuthNone | AuthToken | AuthBasic | AuthDigest | AuthWebkey
-
-
-class RealtimeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """A STOMP-over-WebSocket subscription (Coral IRIS IVDX realtime)."""
-
-    url: str
-    destinations: tuple[str, ...] = ("/topic/STATE_UPDATE",)
-    host: str = ""  # the CONNECT host header; Coral's own client sends it empty
-    login: str | None = None
-    passcode: str | None = None
-    # STOMP heart-beats (ms): we can send every cx, we want to hear from the server every cy.
-    heartbeat_ms: tuple[Annotated[int, msgspec.Meta(ge=0)], Annotated[int, msgspec.Meta(ge=0)]] = (
-        10_000,
-        10_000,
-    )
-    reconnect_min_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
-    reconnect_max_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
-    connect_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
-    subprotocols: tuple[str, ...] = ("v12.stomp", "v11.stomp", "v10.stomp")
-    max_in_flight: Annotated[int, msgspec.Meta(gt=0)] = 1000
 
 
 QUARANTINE_MAX_ENTRIES = 10_000
@@ -401,7 +318,7 @@ def _check(config: Config) -> None:
                 f"{path}.timezone", f"unknown time zone {source.timezone!r}"
             ) from None
         if source.realtime is not None:
-            _check_realtime(source.realtime, f"{path}.realtime", source.vendor)
+            check_realtime(source.realtime, f"{path}.realtime", source.vendor)
         base = source.recording_base_url
         if base is not None and not base.startswith(("http://", "https://")):
             raise ConfigError(
@@ -423,21 +340,6 @@ def _check(config: Config) -> None:
                 f"{path}.auth",
                 "a source with auth type 'none' on a non-loopback listener needs allow_ips",
             )
-
-
-REALTIME_VENDORS = ("coral",)
-
-
-def _check_realtime(realtime: RealtimeConfig, path: str, vendor: str) -> None:
-    if vendor not in REALTIME_VENDORS:
-        raise ConfigError(path, f"vendor {vendor!r} has no realtime stream")
-    scheme, sep, _ = realtime.url.partition("://")
-    if not sep or scheme not in ("ws", "wss"):
-        raise ConfigError(f"{path}.url", f"expected a ws:// or wss:// URL, got {realtime.url!r}")
-    if not realtime.destinations:
-        raise ConfigError(f"{path}.destinations", "subscribe to at least one destination")
-    if realtime.reconnect_max_s < realtime.reconnect_min_s:
-        raise ConfigError(f"{path}.reconnect_max_s", "must not be less than reconnect_min_s")
 
 
 def load(path: str | Path | None) -> Config:

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from bridge.errors import PayloadError, UnsupportedMediaError
 from bridge.events import TYPES, Event
 from bridge.vendors.base import Payload, SourceContext
-from bridge.vendors.oncall import VENDOR, normalize, parse_address
+from bridge.vendors.oncall import VENDOR, normalize
+from bridge.vendors.oncall_fields import parse_address
 from tests.callplay import Player, types
 from tests.fixtureutil import context_for, load_fixtures, payload_for
 

@@ -111,7 +111,8 @@ class _Batch:
         self.seq += 1
 
 
-# Derived events of a call: their call-level ids, the first few of each kind (see calls._nth).
+# Derived events of a call: their call-level ids, the first few of each kind
+# (see calls.folding._nth).
 _DERIVED: Final = ("call.ended", "call.missed", "call.missed_revoked")
 
 

@@ -1,37 +1,9 @@
-"""The call fold: a call's record is a fold of the facts its events carry (pure; no I/O).
+"""Folding call events into their call's :class:`Record`, and deciding what consumers see.
 
-Vendors deliver late, out of order and more than once, and the authoritative record (a CDR, a
-``cc_cdr``, a call log) often comes last. So a call is not a ladder decided event by event: each
-event adds facts to the call's :class:`Record`, and every fact merges commutatively,
-associatively and idempotently (a total order picks the winner), so **the same events in any
-order, with any duplicates, give the same record**:
-
-- a party, the direction, the disposition, each timing: the value with the highest authority
-  (an authoritative record over a live event, a given direction over an inferred one), then
-  the earliest event time, then the smallest event id;
-- the targets rung: a set;
-- answered: live evidence of a person answering (``call.answered``: a bridge, never the IVR
-  picking up) is never taken back; a record that says otherwise is shown as a disagreement.
-  Without live evidence, the most authoritative record's disposition decides (a call centre's
-  ``cc_cdr`` over the PBX's channel CDR, whose ANSWERED may be the IVR).
-
-What consumers see is decided as facts arrive:
-
-- every vendor event is committed, once, except those a call can have only one of: a second
-  ``call.ended`` and a second, differently identified ``call.initiated`` are folded into the
-  record (their ids are kept in ``ids``). Live events after the end, and ringing that happened
-  before the answer but arrived after it, are committed with ``data.late = true``.
-- ``call.ended`` is committed once, from the first end evidence (a hangup, or a CDR whose
-  hangup never came), with a call-level id whichever it was, and a ``disposition`` only when
-  it is known.
-- ``call.missed`` is decided, not guessed: for an inbound call that ended with no evidence of a
-  person answering, at once when an authoritative record says nobody answered, else when the
-  source's settle window after the end passes with no contrary evidence (``missed_due_at``,
-  kept in the calls table so a restart neither loses nor doubles the decision). Evidence that
-  arrives after ``call.missed`` went out makes ``call.missed_revoked``; should a more
-  authoritative record then contradict that evidence, the call is missed again (a new id).
-
-Derived events carry everything the call has accumulated, not only what triggered them.
+:func:`fold` merges one event's facts into the record and returns the events to commit (the
+event itself, flagged late or folded away, and the derived ``call.ended``, ``call.missed``,
+``call.missed_revoked``); :func:`settle` decides a miss whose settle window has passed. The
+rules are :mod:`bridge.calls`'s. Pure: no I/O, no clock (``now`` comes in).
 """
 
 from __future__ import annotations
@@ -42,26 +14,25 @@ from typing import Any, Final
 
 import msgspec
 
+from bridge.calls.record import (
+    CALL_CENTRE_RECORD,
+    INFERRED,
+    LIVE,
+    RECORD,
+    TIERS,
+    UNANSWERED,
+    Fact,
+    Record,
+    sortable,
+)
 from bridge.events import Event, event_id
 
-# Authority of a fact: an inferred direction < a live event < an authoritative record. A call
-# centre's own record (Zycoo's cc_cdr, which knows whether an agent took a queue call) outranks
-# the PBX's channel CDR, whose ANSWERED may be the IVR picking up.
-INFERRED: Final = 0
-LIVE: Final = 1
-RECORD: Final = 2
-CALL_CENTRE_RECORD: Final = 3
+# A record's authority by its vendorevent; any other record is RECORD.
 _RECORD_AUTHORITY: Final = {"cc_cdr": CALL_CENTRE_RECORD}
 # Records that are one of several of a call: Asterisk writes a CDR per channel dialled, so one
 # channel's NO ANSWER may be followed by another's ANSWERED. Their "nobody answered" waits for
 # the settle window instead of deciding at once.
 _PARTIAL_RECORDS: Final = frozenset({("coocenter", "cdr")})
-
-UNANSWERED: Final = frozenset({"no_answer", "busy", "failed", "cancelled", "abandoned"})
-# A disposition's rank is authority * _TIERS + 1 if it says answered: see _merge.
-_TIERS: Final = 2
-# A call's state, in order (the calls table keeps its index).
-STATES: Final = ("initiated", "ringing", "answered", "ended")
 
 # Live events about a call in progress: after the end they are late.
 _LIVE: Final = frozenset(
@@ -78,27 +49,10 @@ _RINGING: Final = frozenset({"call.ringing", "call.ringing_ended"})
 # Parties and other plain facts read from any call event's data.
 _PLAIN: Final = ("call_id", "from", "to", "did", "queue", "agent", "recording_url")
 _FROM_RECORDS: Final = ("hangup_cause", "recording_path", "cdr_id", "missed_reason")
-# What derived events and the end copy from the record.
-_CARRIED: Final = ("call_id", "direction", "from", "to", "did", "queue", "agent")
-
-
-class Fact(msgspec.Struct, frozen=True, array_like=True):
-    """One candidate value of a fact, with what ranks it against the others."""
-
-    value: Any
-    authority: int
-    time: str  # the event's time, RFC 3339 with microseconds always (see _sortable)
-    id: str  # the event's id: the last tie-break, so the order is total
-
-
-def sortable(time: str) -> str:
-    # rfc3339() writes microseconds only when there are any, and "…:05Z" sorts after
-    # "…:05.5Z": with six digits always, the strings sort as the instants do.
-    return time if "." in time else f"{time[:-1]}.000000Z"
 
 
 def _plain(time: str) -> str:
-    """A Fact's time as events carry it (the inverse of :func:`_sortable`)."""
+    """A Fact's time as events carry it (the inverse of :func:`sortable`)."""
     return time.replace(".000000Z", "Z")
 
 
@@ -107,129 +61,6 @@ def _earliest(a: Fact | None, b: Fact) -> Fact:
     if a is None or (b.time, b.id) < (a.time, a.id):
         return b
     return a
-
-
-class Record(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """A call as the bridge knows it: the ``calls`` row's ``record`` column."""
-
-    source: str
-    subject: str
-    facts: dict[str, Fact] = {}
-    timings: dict[str, Fact] = {}
-    targets: list[str] = []
-    answer: Fact | None = None  # the earliest live evidence of a person answering
-    end: Fact | None = None  # the earliest evidence of the end (value: its vendorevent)
-    records: list[str] = []  # ids of the authoritative records folded in
-    partial: list[str] = []  # those of them that are one of several (see _PARTIAL_RECORDS)
-    # The vendor events folded in that the outbox does not hold under their own id (a second
-    # end, a hangup committed as the call-level call.ended): with the outbox, the dedup set.
-    ids: list[str] = []
-    seen: int = 0  # vendor events folded in
-    seqs: list[int] = []  # the committed events of this call, in commit order
-    initiated: bool = False  # a call.initiated was committed
-    ended: bool = False  # the call.ended was committed
-    missed_by: str | None = None  # how the latest call.missed was decided: record, settle_window
-    misses: int = 0  # call.missed committed
-    revokes: int = 0  # call.missed_revoked committed
-    missed_due_at: float | None = None  # wall clock (epoch s) of the pending settle decision
-    late: int = 0
-    folded: int = 0
-    # Ended under the forward-only state machine (a schema-3 row): whether it was missed was
-    # decided then, on facts this record does not have, and is not decided again.
-    decided: bool = False
-
-    # -- what the facts say ------------------------------------------------------------
-
-    def value(self, key: str) -> Any:
-        fact = self.facts.get(key)
-        return None if fact is None else fact.value
-
-    @property
-    def direction(self) -> str | None:
-        value = self.value("direction")
-        return value if isinstance(value, str) else None
-
-    @property
-    def direction_inferred(self) -> bool:
-        fact = self.facts.get("direction")
-        return fact is not None and fact.authority == INFERRED
-
-    @property
-    def answered(self) -> bool:
-        """A person answered: live evidence (a bridge), or the most authoritative record says so.
-
-        Live evidence is never taken back. A record's word is: Zycoo's channel CDR says ANSWERED
-        when the IVR picks up, and its cc_cdr (which outranks it) then says nobody did.
-        """
-        return self.answer is not None or self.record_disposition == "answered"
-
-    @property
-    def answer_evidence(self) -> str | None:
-        """The id of the event that shows the answer."""
-        if self.answer is not None:
-            return self.answer.id
-        fact = self.facts.get("disposition")
-        return fact.id if fact is not None and self.answered else None
-
-    @property
-    def record_disposition(self) -> str | None:
-        """What the most authoritative record says, if any record said anything."""
-        fact = self.facts.get("disposition")
-        if fact is None or fact.authority < RECORD * _TIERS:
-            return None
-        return str(fact.value)
-
-    @property
-    def disposition(self) -> str | None:
-        """The call's outcome: answered if anyone answered, else the best known, else None."""
-        if self.answered:
-            return "answered"
-        value = self.value("disposition")
-        return str(value) if value is not None and value != "answered" else None
-
-    @property
-    def missed(self) -> bool:
-        """A call.missed stands (none went out, or the last one was revoked: False)."""
-        return self.misses > self.revokes
-
-    @property
-    def revoked(self) -> bool:
-        return self.revokes > 0 and not self.missed
-
-    @property
-    def state(self) -> str:
-        if self.end is not None:
-            return "ended"
-        if self.answered:
-            return "answered"
-        return "ringing" if self.targets else "initiated"
-
-    def disagreements(self) -> list[str]:
-        """Where a record and the live evidence disagree (the record's word is shown, not used)."""
-        said = self.record_disposition
-        if said in UNANSWERED and self.answer is not None:
-            return [f"a record says {said}, but event {self.answer.id} shows a person answered"]
-        return []
-
-    def parties(self) -> dict[str, Any]:
-        """The call's known parties and direction (what an end copies when it lacks them)."""
-        facts = self.facts
-        data = {key: fact.value for key in _CARRIED if (fact := facts.get(key)) is not None}
-        if self.direction_inferred:
-            data["direction_inferred"] = True
-        return data
-
-    def summary(self) -> dict[str, Any]:
-        """The normalised fields a derived event carries: everything the call accumulated."""
-        data = self.parties()
-        if self.targets:
-            data["targets"] = list(self.targets)
-        disposition = self.disposition
-        if disposition is not None:
-            data["disposition"] = disposition
-        if self.timings:
-            data["timings"] = {key: fact.value for key, fact in sorted(self.timings.items())}
-        return data
 
 
 class Fold(msgspec.Struct, kw_only=True):
@@ -381,7 +212,7 @@ def _merge(record: Record, event: Event) -> None:
     if disposition is not None and kind in ("call.completed", "call.ended"):
         # Among records of one authority, answered beats unanswered: Asterisk writes a CDR per
         # channel dialled (one NO ANSWER, one ANSWERED), a call centre a cc_cdr per agent.
-        rank = authority * _TIERS + (disposition == "answered")
+        rank = authority * TIERS + (disposition == "answered")
         _offer(facts, "disposition", disposition, rank, time, id_)
 
     target = data.get("target")
@@ -532,47 +363,3 @@ def _make(
         vendorevent=vendorevent,
         data={**record.summary(), **extra},
     )
-
-
-# -- the record as the calls API shows it ----------------------------------------------------
-
-
-def public(record: Record, *, first_seq: int | None, last_seq: int | None) -> dict[str, Any]:
-    """A call record for ``GET /v1/calls``: what a CRM's call log and missed-call list read."""
-    _, vendor, name = record.source.split("/", 2)
-    body: dict[str, Any] = {
-        "source": name,
-        "vendor": vendor,
-        "subject": record.subject,
-        "call_key": record.subject.removeprefix("call/"),
-        "state": record.state,
-        **record.summary(),
-        "answered": record.answered,
-        "missed": record.missed,
-        "missed_revoked": record.revoked,
-        "missed_decided_by": record.missed_by,
-        "missed_pending": record.missed_due_at is not None,
-        "completed": bool(record.records),
-        "hangup_cause": record.value("hangup_cause"),
-        "recording_url": record.value("recording_url"),
-        "recording_path": record.value("recording_path"),
-        "seqs": list(record.seqs),
-        "first_seq": first_seq,
-        "last_seq": last_seq,
-        "late_events": record.late,
-        "folded_events": record.folded,
-        "disagreements": record.disagreements() or None,
-    }
-    return {key: value for key, value in body.items() if value is not None}
-
-
-_encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(Record)
-
-
-def encode(record: Record) -> bytes:
-    return _encoder.encode(record)
-
-
-def decode(body: bytes) -> Record:
-    return _decoder.decode(body)
