@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from bridge import config as config_module
 from bridge.app import Daemon
+from bridge.config import WebhookSinkConfig
+from bridge.sinks.sender import Response
+from bridge.sinks.webhook import WebhookSink
 from tests.conftest import base_url, daemon_config, until, until_true
 from tests.receiver import OLD_SECRET, SECRET, Receiver, serve
 
@@ -388,3 +392,41 @@ async def test_a_sink_whose_outbox_writes_fail_is_restarted_and_delivers_everyth
                     assert response.status == 200, await response.text()
         delivered = {e["id"] for e in receiver.delivered()}
         assert len(delivered) == head
+
+
+class _WrongAnswers:
+    """A sender whose answers break the dispatcher (a status that is no number)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(
+        self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float
+    ) -> Response:
+        self.calls += 1
+        return Response(status="200")  # type: ignore[arg-type]
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_bug_in_a_delivery_ends_the_run_and_the_supervisor_restarts_it(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """A delivery that raises past the sender would leak its slot for good (a sink that looks
+    alive and sends nothing): it ends the run instead, which is logged, counted and restarted."""
+    async with await start(tmp_path) as daemon:
+        settings = config_module.from_dict(
+            {"sinks": [sink(receiver)], "sources": [{"name": "coocenter", "vendor": "coocenter"}]}
+        ).sinks[0]
+        assert isinstance(settings, WebhookSinkConfig)
+        wrong = _WrongAnswers()
+        broken = WebhookSink(
+            settings, writer=daemon.writer, reader=daemon.reader, hub=daemon.hub, sender=wrong
+        )
+        async with broken:
+            await push(daemon, status(1))
+            await until(lambda: broken.service.restarts >= 2, what="two restarts")
+            assert broken.service.last_error is not None
+            assert "TypeError" in broken.service.last_error
+        assert wrong.calls >= 2  # started again from the store, the event sent again

@@ -14,6 +14,7 @@ import contextlib
 import random
 import time
 from collections.abc import Callable
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -75,6 +76,7 @@ class WebhookSink:
         self.dispatcher = Dispatcher(self._rules, rng=self._rng, stats=self.stats)
         self._wake = asyncio.Event()
         self._news = True
+        self._crashed: BaseException | None = None
         self.service = Service(f"sink-{self.name}", self.run)
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -106,6 +108,7 @@ class WebhookSink:
     # -- the loop -----------------------------------------------------------------------
 
     async def run(self) -> None:
+        self._crashed = None
         stored = await deliveries.load(self._reader, self.name)
         dispatcher = self.dispatcher = Dispatcher(
             self._rules,
@@ -134,10 +137,12 @@ class WebhookSink:
                             after=dispatcher.read_pos, limit=asked, types=self.config.types
                         )
                         dispatcher.offer(page.events, page.next_after, asked=asked)
+                    if self._crashed is not None:
+                        raise self._crashed  # the supervisor starts us again, from the store
                     for send in dispatcher.poll(self._wall()):
                         task = asyncio.create_task(self._deliver(dispatcher, send))
                         sending.add(task)
-                        task.add_done_callback(sending.discard)
+                        task.add_done_callback(partial(self._delivered, sending))
                     await self._flush(dispatcher)
                     await self._sleep(dispatcher.next_wake(self._wall()))
             finally:
@@ -146,6 +151,13 @@ class WebhookSink:
                 await asyncio.gather(*sending, return_exceptions=True)
                 with contextlib.suppress(Exception):
                     await self._flush(dispatcher, force=True)
+
+    def _delivered(self, sending: set[asyncio.Task[None]], task: asyncio.Task[None]) -> None:
+        sending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # A bug past the sender: its slot would never come back. End the run instead.
+            self._crashed = task.exception()
+            self._wake.set()
 
     def _ring(self) -> None:
         self._news = True
