@@ -78,10 +78,16 @@ def int_param(request: web.Request, name: str, default: int, *, lo: int, hi: int
     return value
 
 
+MAX_TYPE_PATTERNS: Final = 64
+
+
 def _types(request: web.Request) -> tuple[str, ...]:
     patterns: list[str] = []
     for value in request.query.getall("type", []):
         patterns.extend(part.strip() for part in value.split(",") if part.strip())
+    if len(patterns) > MAX_TYPE_PATTERNS:
+        # Each is a term of one SQL expression, which SQLite caps in depth.
+        raise BadQuery("type", f"at most {MAX_TYPE_PATTERNS} type patterns, got {len(patterns)}")
     return tuple(patterns)
 
 
@@ -119,9 +125,10 @@ async def list_events(request: web.Request) -> web.StreamResponse:
     try:
         after = int_param(request, "after", 0, lo=0, hi=MAX_SEQ)
         limit = int_param(request, "limit", 100, lo=1, hi=config.page_limit_max)
+        types = _types(request)
     except BadQuery as exc:
         return error(400, "invalid_query", exc.problem, field=exc.field)
-    page = await request.app[READER].page(after=after, limit=limit, types=_types(request))
+    page = await request.app[READER].page(after=after, limit=limit, types=types)
     # The bodies are stored encoded: splice them rather than decode and re-encode.
     body = (
         b'{"events":['
@@ -131,20 +138,21 @@ async def list_events(request: web.Request) -> web.StreamResponse:
     return web.Response(body=body, content_type="application/json")
 
 
-async def _opening(request: web.Request) -> int | web.Response:
-    """A stream's resume point, or the error answer (unauthorized, bad query) to give instead."""
+async def _opening(request: web.Request) -> tuple[int, tuple[str, ...]] | web.Response:
+    """A stream's resume point and type patterns, or the error answer to give instead."""
     if not authorized(request):
         return unauthorized()
     try:
-        return await _start_after(request)
+        return await _start_after(request), _types(request)
     except BadQuery as exc:
         return error(400, "invalid_query", exc.problem, field=exc.field)
 
 
 async def stream_events(request: web.Request) -> web.StreamResponse:
-    after = await _opening(request)
-    if isinstance(after, web.Response):
-        return after
+    opening = await _opening(request)
+    if isinstance(opening, web.Response):
+        return opening
+    after, types = opening
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -154,9 +162,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     )
     await response.prepare(request)
     app = request.app
-    stream = follow(
-        app[HUB], app[READER], after=after, types=_types(request), idle_s=SSE_KEEPALIVE_S
-    )
+    stream = follow(app[HUB], app[READER], after=after, types=types, idle_s=SSE_KEEPALIVE_S)
     log.info("subscriber_connected", kind="sse", after=after, peer=request.remote)
     try:
         with _registered(request):
@@ -176,18 +182,23 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
-    after = await _opening(request)
-    if isinstance(after, web.Response):
-        return after
+    opening = await _opening(request)
+    if isinstance(opening, web.Response):
+        return opening
+    after, types = opening
     # timeout: how long close() waits for the client's close frame; shutdown waits no longer.
     ws = web.WebSocketResponse(heartbeat=30.0, timeout=CLOSE_WAIT_S)
-    await ws.prepare(request)
+    try:
+        await ws.prepare(request)
+    except (ValueError, UnicodeError):
+        # aiohttp's handshake chokes on header bytes that are not ASCII (a key, a version).
+        return error(400, "invalid_handshake", "the WebSocket handshake headers are not ASCII")
     app = request.app
     log.info("subscriber_connected", kind="ws", after=after, peer=request.remote)
 
     async def pump() -> None:
         try:
-            async for batch in follow(app[HUB], app[READER], after=after, types=_types(request)):
+            async for batch in follow(app[HUB], app[READER], after=after, types=types):
                 for event in batch:
                     # A text frame (CloudEvents JSON is text) straight from the stored UTF-8
                     # bytes: no decode and re-encode per event per client.
@@ -205,13 +216,27 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 if message.type == WSMsgType.ERROR:
                     break
     except asyncio.CancelledError:
-        await ws.close(code=1001, message=b"server shutting down")
+        sender.cancel()
+        await _going_away(request, ws)
     finally:
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError, ConnectionResetError):
             await sender
         log.info("subscriber_disconnected", kind="ws", peer=request.remote)
     return ws
+
+
+async def _going_away(request: web.Request, ws: web.WebSocketResponse) -> None:
+    """Shutdown: a 1001 close, within ``CLOSE_WAIT_S`` even to a client that stopped reading
+    (whose full buffers would hold the close frame forever); past that, drop the connection."""
+    try:
+        async with asyncio.timeout(CLOSE_WAIT_S):
+            await ws.close(code=1001, message=b"server shutting down")
+            return
+    except (TimeoutError, ConnectionResetError):
+        pass
+    if request.transport is not None:
+        request.transport.abort()
 
 
 @contextmanager
