@@ -163,6 +163,8 @@ async def test_the_after_cursor_pages_oldest_first_and_stops(bridge: Daemon) -> 
         ("limit=0", "limit"),
         ("since=yesterday", "since"),
         ("since=2024-05-01T09:30:00", "since"),
+        ("since=nan", "since"),
+        ("since=9e999", "since"),
         ("after=1&before=9", "before"),
         ("after=-1", "after"),
     ],

@@ -7,6 +7,7 @@ the events that built it), as the writer keeps it in the ``calls`` table.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any, Final
 
@@ -52,9 +53,13 @@ def _since(request: web.Request) -> float | None:
     if raw is None or raw == "":
         return None
     try:
-        return float(raw)
+        seconds = float(raw)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds):
+            raise BadQuery("since", f"expected a finite number of epoch seconds, got {raw!r}")
+        return seconds
     try:
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "+"))
     except ValueError:
