@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -132,3 +132,12 @@ async def until_true(check: Any, *, timeout_s: float = 10.0, what: str = "condit
                 return
             await asyncio.sleep(0.005)
     raise AssertionError(f"{what} did not happen")  # pragma: no cover
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_daemons() -> Iterator[None]:
+    """A test that fails midway must not leave its daemon processes running."""
+    yield
+    from tests.daemonproc import kill_leftovers
+
+    kill_leftovers()

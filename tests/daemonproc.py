@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
 from pathlib import Path
+
+_started: list[DaemonProcess] = []  # every daemon a test started, for kill_leftovers
+
+
+def kill_leftovers() -> None:
+    """SIGKILL every daemon a test started that still runs (a test that failed midway)."""
+    while _started:
+        proc = _started.pop().proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+
+
+async def reap_leftovers() -> None:
+    """Like :func:`kill_leftovers`, and wait until they are gone (their files are free)."""
+    while _started:
+        daemon = _started.pop()
+        if daemon.proc is not None and daemon.proc.returncode is None:
+            await daemon.kill()
 
 
 class DaemonProcess:
@@ -26,6 +46,7 @@ class DaemonProcess:
 
     async def start(self, timeout_s: float = 30.0) -> DaemonProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        _started.append(self)
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

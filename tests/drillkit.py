@@ -50,32 +50,16 @@ def _toml_value(value: Any) -> str:
     return "[" + ", ".join(_toml_value(item) for item in value) + "]"
 
 
-_started: list[DaemonProcess] = []  # every daemon a drill started, for kill_leftovers
-
-
 async def start_daemon(tmp_path: Path, config: Mapping[str, Any]) -> DaemonProcess:
     """``python -m bridge run --config`` with ``config`` (a TOML-shaped dict), data in tmp_path."""
     path = tmp_path / "bridge.toml"
     path.write_text(toml(config))
-    return await _start(DaemonProcess(tmp_path / "data", "--config", str(path)))
+    return await DaemonProcess(tmp_path / "data", "--config", str(path)).start()
 
 
 async def restart(daemon: DaemonProcess) -> DaemonProcess:
     """A new daemon process on the same data directory and config (a new port)."""
-    return await _start(DaemonProcess(daemon.data_dir, *daemon.extra))
-
-
-async def _start(daemon: DaemonProcess) -> DaemonProcess:
-    _started.append(daemon)
-    return await daemon.start()
-
-
-async def kill_leftovers() -> None:
-    """SIGKILL every daemon started here that still runs (a drill that failed midway)."""
-    while _started:
-        daemon = _started.pop()
-        if daemon.proc is not None and daemon.proc.returncode is None:
-            await daemon.kill()
+    return await DaemonProcess(daemon.data_dir, *daemon.extra).start()
 
 
 def pid_of(daemon: DaemonProcess) -> int:

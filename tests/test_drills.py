@@ -17,7 +17,7 @@ import signal
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -29,7 +29,7 @@ import pytest
 
 from bridge.simulate.coral_realtime import RealtimeServer
 from tests.conftest import until, until_true
-from tests.daemonproc import DaemonProcess
+from tests.daemonproc import DaemonProcess, reap_leftovers
 from tests.drillkit import (
     HUGE_BODY_BYTES,
     Figures,
@@ -37,7 +37,6 @@ from tests.drillkit import (
     all_events,
     get_json,
     histogram,
-    kill_leftovers,
     loopback_tcp,
     pid_of,
     raw_status,
@@ -49,14 +48,6 @@ from tests.drillkit import (
     start_daemon,
 )
 from tests.receiver import SECRET, Receiver, serve
-
-
-@pytest.fixture(autouse=True)
-async def no_daemon_left() -> AsyncIterator[None]:
-    """A drill that fails midway leaves no daemon process behind."""
-    yield
-    await kill_leftovers()
-
 
 # Retries fast enough for a drill, and enough of them that an outage of a few seconds
 # dead-letters nothing.
@@ -338,7 +329,7 @@ async def test_disk_full(tmp_path: Path) -> None:
                 assert (daemon.proc.pid, daemon.proc.returncode) == (pid, None)  # never restarted
             assert await daemon.stop() == 0
     finally:
-        await kill_leftovers()  # a daemon still running keeps the mount busy
+        await reap_leftovers()  # a daemon still running keeps the mount busy
         code, out = await sh("umount", str(data))
         if code:
             await sh("umount", "-l", str(data))
