@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from bridge.events import TYPES, Event
+from bridge.events import TYPES, Event, rfc3339
+from bridge.sources.realtime_intake import status_event
 from bridge.vendors.base import Normalizer
 from bridge.vendors.registry import STREAMS, VENDORS
 from tests import scenarios
@@ -107,6 +109,28 @@ def late_answer() -> Event:
     return revoked
 
 
+RECONNECTED = (
+    "a Coral realtime source's first connect after a restart: the gap since the previous run's"
+    " last status"
+)
+
+
+def reconnected() -> Event:
+    """source.status: connected, with the gap a restart left in the stream."""
+    stopped = datetime(2026, 12, 1, 9, 58, 30, tzinfo=UTC)
+    now = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    event = status_event(
+        "hq",
+        "coral",
+        "connected",
+        now,
+        url="wss://pbx.example.com/ws",
+        gap_s=(now - stopped).total_seconds(),
+        gap_since=rfc3339(stopped),
+    )
+    return msgspec.structs.replace(event, seq=1)
+
+
 def _json(event: Event) -> str:
     return json.dumps(msgspec.to_builtins(event), indent=2, ensure_ascii=False)
 
@@ -129,6 +153,7 @@ def render() -> str:
                 examples.setdefault((event.type, vendor_dir), (where, committed))
     revoked = late_answer()
     examples[(revoked.type, "oncall")] = (LATE_ANSWER, msgspec.structs.replace(revoked, seq=4))
+    examples[("source.status", "coral_realtime")] = (RECONNECTED, reconnected())
     parts.append("\n## Examples\n")
     parts.append("One per type and vendor, from the fixture named under it.\n")
     for kind in sorted(TYPES):

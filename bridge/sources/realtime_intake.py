@@ -99,17 +99,7 @@ class RealtimeIntake:
 
     async def status(self, state: str, **data: Any) -> None:
         """Commit a ``source.status`` event (``None`` values left out)."""
-        now = self._clock()
-        event = make_event(
-            source_name=self._name,
-            vendor=self._vendor,
-            vendorevent=f"realtime.{state}",
-            type="source.status",
-            time=now,
-            subject="pbx",
-            identity=(state, now.isoformat()),
-            data={"status": state, **{k: v for k, v in data.items() if v is not None}},
-        )
+        event = status_event(self._name, self._vendor, state, self._clock(), **data)
         await self._enqueue([event])  # an outbox failure is logged (and counted) there
 
     async def last_status_at(self) -> datetime | None:
@@ -177,3 +167,17 @@ class RealtimeIntake:
         except OutboxError as exc:
             self._counts.lost += 1
             log.error("realtime_events_not_committed", error=str(exc))
+
+
+def status_event(name: str, vendor: str, state: str, now: datetime, **data: Any) -> Event:
+    """A realtime source's ``source.status`` event (``None`` values left out)."""
+    return make_event(
+        source_name=name,
+        vendor=vendor,
+        vendorevent=f"realtime.{state}",
+        type="source.status",
+        time=now,
+        subject="pbx",
+        identity=(state, now.isoformat()),
+        data={"status": state, **{k: v for k, v in data.items() if v is not None}},
+    )
