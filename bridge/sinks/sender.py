@@ -129,20 +129,14 @@ class HttpSender:
         self._limit = limit
         self._idle: dict[tuple[str, str, int], deque[_Connection]] = {}
         self._tls: ssl.SSLContext | None = None
+        self._targets: dict[str, tuple[tuple[str, str, int], bool, str]] = {}
 
     async def __call__(
         self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float
     ) -> Response:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise TransportError(f"not an http(s) URL: {url!r}")
-        secure = parts.scheme == "https"
-        key = (parts.scheme, parts.hostname, parts.port or (443 if secure else 80))
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        key, secure, head = self._target(url)
         lines = [
-            f"POST {target} HTTP/1.1",
-            f"Host: {parts.netloc.rpartition('@')[2]}",
-            f"User-Agent: {USER_AGENT}",
+            head,
             f"Content-Length: {len(body)}",
             *(f"{name}: {value}" for name, value in headers.items()),
         ]
@@ -168,6 +162,24 @@ class HttpSender:
             except BaseException:
                 fresh.close()
                 raise
+
+    def _target(self, url: str) -> tuple[tuple[str, str, int], bool, str]:
+        """Where a URL goes and the start of its request head (parsed once per URL)."""
+        found = self._targets.get(url)
+        if found is not None:
+            return found
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise TransportError(f"not an http(s) URL: {url!r}")
+        secure = parts.scheme == "https"
+        key = (parts.scheme, parts.hostname, parts.port or (443 if secure else 80))
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        head = (
+            f"POST {target} HTTP/1.1\r\nHost: {parts.netloc.rpartition('@')[2]}\r\n"
+            f"User-Agent: {USER_AGENT}"
+        )
+        found = self._targets[url] = (key, secure, head)
+        return found
 
     def _take(self, key: tuple[str, str, int]) -> _Connection | None:
         idle = self._idle.get(key)
