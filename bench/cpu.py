@@ -7,6 +7,8 @@ figure is the daemon's own cost per committed event, whatever the generator cost
 
 ``--tree DIR`` runs the daemon from another checkout (say ``git worktree add /tmp/old HEAD~1``)
 with this checkout's environment, to put a change's before and after side by side in one run.
+``--sink`` measures each run twice, the second time with one webhook sink delivering every
+event to ``bench.receiver`` (concurrency ``--sink-concurrency``): the sink's cost per event.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from bench.procs import REPO, Child, listening_port
+from bench.delivery import SECRET
+from bench.procs import REPO, Child, listening_port, python
 
 SCRIPTS: Final = {
     "dialbegin": REPO / "bench" / "wrk" / "dialbegin.lua",
@@ -44,15 +47,38 @@ def _last_seq(port: int) -> int:
         return int(json.load(response)["outbox"]["last_seq"])
 
 
+def _sink_config(work: Path, port: int, concurrency: int) -> Path:
+    path = work / "sink.toml"
+    path.write_text(
+        '[[sources]]\nname = "coocenter"\nvendor = "coocenter"\n\n'
+        f'[[sinks]]\ntype = "webhook"\nname = "bench"\nurl = "http://127.0.0.1:{port}/hook"\n'
+        f'secrets = ["{SECRET}"]\nconcurrency = {concurrency}\n'
+    )
+    return path
+
+
 def measure(
-    script: str, *, duration_s: float, connections: int, tree: Path | None = None
+    script: str,
+    *,
+    duration_s: float,
+    connections: int,
+    tree: Path | None = None,
+    sink: int | None = None,
 ) -> dict[str, Any]:
-    """One wrk run of ``script`` against a fresh daemon; the daemon's CPU per event."""
+    """One wrk run of ``script`` against a fresh daemon; the daemon's CPU per event.
+
+    ``sink``: with one webhook sink of this concurrency delivering to ``bench.receiver``.
+    """
     with tempfile.TemporaryDirectory(prefix="pbx-cpu-") as folder:
         work = Path(folder)
         root = tree.resolve() if tree is not None else REPO
         argv = [sys.executable, "-m", "bridge", "run", "--listen=127.0.0.1:0"]
         argv.append(f"--data-dir={work / 'data'}")
+        receiver = None
+        if sink is not None:
+            receiver = Child("receiver", python("bench.receiver", "--port=0"), work / "rcv.out")
+            bound = receiver.wait_line(lambda item: item.get("event") == "bound")
+            argv.append(f"--config={_sink_config(work, int(bound['port']), sink)}")
         env = {**os.environ, "PYTHONPATH": str(root)}
         daemon = Child("daemon", argv, work / "daemon.log", cwd=root, env=env)
         try:
@@ -68,6 +94,8 @@ def measure(
             seq1, cpu1, t1 = _last_seq(port), daemon.cpu_s(), time.monotonic()
         finally:
             daemon.stop()
+            if receiver is not None:
+                receiver.stop()
     requests = int(re.search(r"(\d+) requests in", done.stdout).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", done.stdout)
     latency = {f"p{q}_ms": float(v) * _UNIT_MS[u] for q, v, u in _LATENCY.findall(done.stdout)}
@@ -75,6 +103,7 @@ def measure(
     return {
         "script": script,
         "tree": str(root),
+        "sink": sink,
         "requests_per_s": requests / duration_s,
         "events_per_s": events / wall_s,
         "daemon_cpu_pct": 100 * cpu_s / wall_s,
@@ -101,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--tree", type=Path, help="also measure the daemon of this checkout")
+    parser.add_argument("--sink", action="store_true", help="also with one webhook sink")
+    parser.add_argument("--sink-concurrency", type=int, default=32)
     args = parser.parse_args(argv)
     if not available():
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
@@ -108,11 +139,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     for script in args.script or sorted(SCRIPTS):
         trees = [None] if args.tree is None else [args.tree, None]
         for tree in trees:
-            result = measure(
-                script, duration_s=args.duration, connections=args.connections, tree=tree
-            )
-            label = f"{script} ({'this tree' if tree is None else tree})"
-            print(row(result, label), flush=True)
+            for sink in [None, args.sink_concurrency] if args.sink else [None]:
+                result = measure(
+                    script,
+                    duration_s=args.duration,
+                    connections=args.connections,
+                    tree=tree,
+                    sink=sink,
+                )
+                label = f"{script} ({'this tree' if tree is None else tree})"
+                if sink is not None:
+                    label += f" + sink c={sink}"
+                print(row(result, label), flush=True)
     return 0
 
 
