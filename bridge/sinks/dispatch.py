@@ -51,6 +51,7 @@ from bridge.sinks.items import (
 from bridge.store.commit import Committed
 
 CURSOR_FLUSH_S: Final = 0.02  # a cursor-only write waits this long for company
+_DELIVERED: Final = policy.Decision(policy.Action.DELIVERED, reason="HTTP 2xx")
 
 
 class Dispatcher:
@@ -243,6 +244,14 @@ class Dispatcher:
         """A request ended: with a response ``status``, or with ``error``."""
         self.in_flight -= 1
         attempts = max(item.attempts for item in send.items) + 1
+        if status is not None and 200 <= status <= 299 and self.breaker.state == "closed":
+            # The common case, kept cheap: delivered, and nothing else to decide.
+            self.breaker.record(True, now)
+            for item in send.items:
+                self._busy.discard(item.subject)
+                item.attempts = attempts
+                self._apply(item, _DELIVERED, status, now, 0.0)
+            return _DELIVERED
         moment = datetime.fromtimestamp(now, UTC)
         decision = policy.classify(
             status=status,
