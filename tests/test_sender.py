@@ -176,3 +176,37 @@ async def test_nothing_listening_is_a_transport_error() -> None:
             await sender(f"http://127.0.0.1:{port}/hook", b"{}", {}, 5.0)
     finally:
         await sender.close()
+
+
+async def test_interim_1xx_answers_are_not_the_answer() -> None:
+    """100 Continue and 103 Early Hints, unasked for and in separate reads, then the real
+    answer: the real one counts, and the next request on the connection gets its own."""
+    answers = iter([b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"])
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            final = next(answers, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            for part in (b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 103 Early Hints\r\n\r\n"):
+                writer.write(part)  # each its own write: likely a read of its own
+                await writer.drain()
+            writer.write(final)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sender = HttpSender(limit=1)
+    try:
+        url = f"http://127.0.0.1:{port}/hook"
+        statuses = [(await sender(url, b"{}", {}, 5.0)).status for _ in range(3)]
+    finally:
+        await sender.close()
+        server.close()
+        await server.wait_closed()
+    assert statuses == [503, 200, 200]

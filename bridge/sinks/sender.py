@@ -58,6 +58,7 @@ class _Connection(asyncio.Protocol):
         self._body = 0
         self.reusable = True
         self.answered = False  # some of the answer to the current request arrived
+        self._interim = False  # parsing a 1xx, which is not the answer
 
     # -- asyncio.Protocol --
 
@@ -73,6 +74,10 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.answered = True
+        if self._answer is None or self._answer.done():
+            # Bytes with no request waiting for them: nothing later on it can be trusted.
+            self.close()
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -86,7 +91,14 @@ class _Connection(asyncio.Protocol):
             self._retry_after = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        self._status = self._parser.get_status_code()
+        status = self._parser.get_status_code()
+        if 100 <= status <= 199:
+            if status == 101:  # a switch of protocols we never asked for
+                self._fail(TransportError("unexpected 101 Switching Protocols"))
+                self.close()
+            self._interim = True  # 100 Continue, 103 Early Hints: the answer is still to come
+            return
+        self._status = status
         self.reusable = self._parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
@@ -96,6 +108,10 @@ class _Connection(asyncio.Protocol):
             self.close()
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            self._retry_after = None
+            return
         self._settle()
 
     # -- the request --
@@ -103,6 +119,7 @@ class _Connection(asyncio.Protocol):
     async def request(self, data: bytes) -> Response:
         assert self.transport is not None
         self._status, self._retry_after, self._body, self.answered = 0, None, 0, False
+        self._interim = False
         self._answer = asyncio.get_running_loop().create_future()
         self.transport.write(data)
         return await self._answer
