@@ -24,7 +24,7 @@ import structlog
 
 log = structlog.get_logger("bridge.lifecycle")
 
-State = Literal["new", "running", "backoff", "stopped"]
+State = Literal["new", "running", "backoff", "stopping", "stopped"]
 Health = Callable[[], str | None]  # why the service is not ready now, or None
 
 BACKOFF_MIN_S: Final = 0.1
@@ -71,6 +71,8 @@ class Service:
         self._rng = rng or random.Random()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._hurry = asyncio.Event()  # cuts a backoff short: the owner wants it to end now
+        self._lock = asyncio.Lock()  # one stop/start at a time (overlapping admin calls)
         self.state: State = "new"
         self.restarts = 0
         self.last_error: str | None = None
@@ -97,8 +99,9 @@ class Service:
 
     def start(self) -> None:
         if self._task is not None and not self._task.done():
-            raise RuntimeError(f"service {self.name} is already started")
+            raise RuntimeError(f"service {self.name} is still {self.state}")
         self._stopping = False
+        self._hurry.clear()
         self.state = "running"
         self.down_since = None
         self._task = asyncio.create_task(self._supervise(), name=self.name)
@@ -113,8 +116,12 @@ class Service:
         await self._join(task, timeout_s)
 
     def ending(self) -> None:
-        """``run`` is about to return by itself, as its owner asked: that is not a death."""
+        """``run`` is about to return by itself, as its owner asked: that is not a death.
+
+        A run waiting out a backoff starts at once, so that it can do its ending.
+        """
         self._stopping = True
+        self._hurry.set()
 
     async def finish(self, timeout_s: float | None = None) -> None:
         """Wait for ``run`` to return by itself (its owner has told it to end)."""
@@ -123,22 +130,33 @@ class Service:
         if task is not None:
             await self._join(task, timeout_s)
 
-    async def restart(self) -> None:
-        """Stop and start afresh (``run`` begins again from what is stored)."""
-        await self.stop()
-        self.start()
+    async def restart(self, meanwhile: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Stop, do ``meanwhile`` (say, rewrite what ``run`` starts from), start afresh.
+
+        One restart at a time; ``run`` is started again even if ``meanwhile`` fails.
+        """
+        async with self._lock:
+            await self.stop()
+            try:
+                if meanwhile is not None:
+                    await meanwhile()
+            finally:
+                self.start()
 
     async def _join(self, task: asyncio.Task[None], timeout_s: float | None) -> None:
         done, _ = await asyncio.wait((task,), timeout=timeout_s)
+        self.down_since = time.monotonic()
         if not done:
-            # It ignores its cancellation (a bug): leave it behind rather than hang the stop.
+            # It ignores its cancellation (a bug): leave it behind rather than hang the stop,
+            # and say so (a start is refused until it has gone).
             log.error("task_stop_timed_out", service=self.name, timeout_s=timeout_s)
             task.cancel()
-        elif not task.cancelled():
+            self.state = "stopping"
+            return
+        if not task.cancelled():
             with contextlib.suppress(Exception):
                 task.result()  # retrieved: no "exception was never retrieved" at exit
         self.state = "stopped"
-        self.down_since = time.monotonic()
 
     async def _supervise(self) -> None:
         attempt = 0
@@ -172,7 +190,9 @@ class Service:
                     restart_in_s=round(delay, 3),
                     exc_info=error,
                 )
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._hurry.wait()
                 self.state = "running"
                 self.down_since = None
                 log.info("task_restarted", restarts=self.restarts)
@@ -188,10 +208,6 @@ class Supervisor:
         """Count ``service`` in readiness (its owner starts and stops it)."""
         self.services.append(service)
         return service
-
-    async def stop(self) -> None:
-        for service in reversed(self.services):
-            await service.stop()
 
     def problems(self) -> dict[str, str]:
         """Each service that is not ready, with the reason: what ``/readyz`` answers 503 with."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from structlog.testing import capture_logs
 
 from bridge.lifecycle import Backoff, Service, Supervisor
@@ -123,9 +124,65 @@ async def test_stop_gives_up_on_a_run_that_will_not_end() -> None:
     service = Service("stubborn", stubborn, backoff=QUICK)
     service.start()
     await asyncio.sleep(0)  # let it start waiting
-    with capture_logs() as logs:
-        async with asyncio.timeout(5):
-            await service.stop(timeout_s=0.1)
-    assert [entry["event"] for entry in logs] == ["task_stop_timed_out"]
+    try:
+        with capture_logs() as logs:
+            async with asyncio.timeout(5):
+                await service.stop(timeout_s=0.1)
+        assert [entry["event"] for entry in logs] == ["task_stop_timed_out"]
+        assert service.state == "stopping"  # not "stopped": it is still there
+        assert service.problem() == "stopping"
+        with pytest.raises(RuntimeError, match="still stopping"):
+            service.start()  # never two runs at once
+    finally:
+        release.set()  # so the test's loop can close
+
+
+async def test_a_backoff_is_cut_short_when_the_owner_wants_the_run_to_end() -> None:
+    """The writer dies, then shutdown comes: its run starts at once to drain, not after the
+    backoff (which can be 30 s)."""
+    runs = 0
+    draining = asyncio.Event()
+
+    async def run() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            raise RuntimeError("boom")
+        draining.set()  # the second run: drains and returns
+
+    service = Service("writer", run, backoff=Backoff(min_s=60, max_s=60))
+    service.start()
+    await until(lambda: service.state == "backoff", what="the death")
+    service.ending()
+    async with asyncio.timeout(5):
+        await service.finish()
+    assert draining.is_set()
     assert service.state == "stopped"
-    release.set()  # so the test's loop can close
+
+
+async def test_restarts_do_not_overlap() -> None:
+    """Two restarts at once (two operator calls): one after the other, never two runs."""
+    running = 0
+    most = 0
+
+    async def run() -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            running -= 1
+
+    service = Service("sink", run, backoff=QUICK)
+    service.start()
+    await until(lambda: running == 1, what="the first run")
+    between: list[str] = []
+
+    async def note(name: str) -> None:
+        between.append(name)
+
+    await asyncio.gather(service.restart(lambda: note("a")), service.restart(lambda: note("b")))
+    await until(lambda: running == 1, what="the run")
+    assert (most, sorted(between), service.state) == (1, ["a", "b"], "running")
+    await service.stop()

@@ -15,6 +15,7 @@ from bridge.app import Daemon
 from bridge.config import WebhookSinkConfig
 from bridge.sinks.sender import Response
 from bridge.sinks.webhook import WebhookSink
+from bridge.store import deliveries
 from tests.conftest import base_url, daemon_config, until, until_true
 from tests.receiver import OLD_SECRET, SECRET, Receiver, serve
 
@@ -430,3 +431,21 @@ async def test_a_bug_in_a_delivery_ends_the_run_and_the_supervisor_restarts_it(
             assert broken.service.last_error is not None
             assert "TypeError" in broken.service.last_error
         assert wrong.calls >= 2  # started again from the store, the event sent again
+
+
+async def test_redriving_all_dead_letters_goes_max_in_memory_at_a_time(tmp_path: Path) -> None:
+    """A restart loads every waiting row: re-driving 'all' takes the oldest max_in_memory."""
+    async with Daemon(daemon_config(tmp_path)) as daemon:
+
+        def bury(conn: Any) -> None:
+            conn.executemany(
+                "INSERT INTO deliveries (sink, seq, subject, state, attempts, updated_at)"
+                " VALUES ('crm', ?, 'call/x', 'dead', 8, 0)",
+                [(seq,) for seq in range(1, 21)],
+            )
+
+        await daemon.writer.transact(bury)
+        first = await deliveries.retry_dead(daemon.writer, "crm", None, 1.0, limit=16)
+        second = await deliveries.retry_dead(daemon.writer, "crm", None, 1.0, limit=16)
+        chosen = await deliveries.retry_dead(daemon.writer, "crm", [3, 4], 1.0, limit=16)
+    assert (first, second, chosen) == (16, 4, 0)

@@ -99,16 +99,9 @@ class NatsSink:
     async def close(self) -> None:
         await self.service.stop()
 
-    def health(self) -> str | None:
-        return None  # a NATS server that is down is the sink's state (lag), not the daemon's
-
     async def replay(self, from_seq: int) -> None:
         """Publish history again from ``from_seq``; the stream drops ids it has in its window."""
-        await self.service.stop()
-        try:
-            await self._save(max(0, from_seq - 1))
-        finally:
-            self.service.start()
+        await self.service.restart(lambda: self._save(max(0, from_seq - 1)))
 
     def snapshot(self, head: int) -> dict[str, Any]:
         return {

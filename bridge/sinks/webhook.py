@@ -221,15 +221,15 @@ class WebhookSink:
 
     # -- operations -----------------------------------------------------------------------
 
-    def health(self) -> str | None:
-        return None  # a receiver that is down or gone is the sink's state, not the daemon's
-
     async def dead_letters(self, *, limit: int = 1000) -> list[dict[str, Any]]:
         return await deliveries.dead_letters(self._reader, self.name, limit=limit)
 
     async def retry_dead(self, seqs: list[int] | None) -> int:
-        """Re-drive dead letters (all, or these seqs): they are delivered again from attempt 1."""
-        count = await deliveries.retry_dead(self._writer, self.name, seqs, self._wall())
+        """Re-drive dead letters (all, or these seqs; at most ``max_in_memory`` of them, the oldest,
+        per call): they are delivered again from attempt 1."""
+        count = await deliveries.retry_dead(
+            self._writer, self.name, seqs, self._wall(), limit=self.config.max_in_memory
+        )
         if count:
             await self.service.restart()
         return count
@@ -239,11 +239,7 @@ class WebhookSink:
 
     async def replay(self, from_seq: int) -> None:
         """Send history again from ``from_seq`` (and re-enable a disabled sink)."""
-        await self.service.stop()
-        try:
-            await deliveries.replay(self._writer, self.name, from_seq)
-        finally:
-            self.service.start()
+        await self.service.restart(lambda: deliveries.replay(self._writer, self.name, from_seq))
 
     def snapshot(self, head: int) -> dict[str, Any]:
         dispatcher, stats = self.dispatcher, self.dispatcher.stats

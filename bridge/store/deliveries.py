@@ -172,15 +172,20 @@ def _selected(sql: str, args: list[Any], seqs: list[int] | None) -> tuple[str, l
     return sql + f" AND seq IN ({','.join('?' * len(seqs))})", [*args, *seqs]
 
 
-async def retry_dead(writer: Writer, sink: str, seqs: list[int] | None, now: float) -> int:
-    """Dead letters (all, or these seqs) wait again, from attempt 1; returns how many."""
-    sql, args = _selected(
-        "UPDATE deliveries SET state = 'waiting', attempts = 0, next_attempt_at = ?,"
-        " updated_at = ? WHERE sink = ? AND state = 'dead'",
-        [now, now, sink],
-        seqs,
+async def retry_dead(
+    writer: Writer, sink: str, seqs: list[int] | None, now: float, *, limit: int
+) -> int:
+    """The oldest ``limit`` dead letters (of all, or of these seqs) wait again, from attempt 1;
+    returns how many. A restart loads every waiting row: ``limit`` keeps that in bounds."""
+    chosen, args = _selected(
+        "SELECT seq FROM deliveries WHERE sink = ? AND state = 'dead'", [sink], seqs
     )
-    return await writer.transact(lambda conn: int(conn.execute(sql, args).rowcount))
+    sql = (
+        "UPDATE deliveries SET state = 'waiting', attempts = 0, next_attempt_at = ?,"
+        f" updated_at = ? WHERE sink = ? AND seq IN ({chosen} ORDER BY seq LIMIT ?)"
+    )
+    values = [now, now, sink, *args, limit]
+    return await writer.transact(lambda conn: int(conn.execute(sql, values).rowcount))
 
 
 async def purge_dead(writer: Writer, sink: str, seqs: list[int] | None) -> int:
