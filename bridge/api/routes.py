@@ -218,6 +218,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     except asyncio.CancelledError:
         sender.cancel()
         await _going_away(request, ws)
+        raise
     finally:
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError, ConnectionResetError):

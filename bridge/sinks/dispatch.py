@@ -265,7 +265,7 @@ class Dispatcher:
         was = self.breaker.state
         if send.probe or self.breaker.state != "half_open":
             # While the probe is out, only its answer decides (not one sent before opening).
-            self.breaker.record(not _failure(decision, status, error, moment), now)
+            self.breaker.record(not policy.receiver_failed(status, error), now)
         asked = policy.retry_after_s(retry_after, moment) or 0.0
         for item in send.items:
             self._busy.discard(item.subject)
@@ -392,24 +392,6 @@ class Dispatcher:
         if when is not None:
             wake = when if wake is None else min(wake, when)
         return wake
-
-
-def _failure(
-    decision: policy.Decision, status: int | None, error: BaseException | None, now: datetime
-) -> bool:
-    """Did the receiver fail? A retryable outcome is, even when no retry is left (dead)."""
-    if decision.action is not policy.Action.DEAD:
-        return decision.action is policy.Action.RETRY
-    again = policy.classify(
-        status=status,
-        error=error,
-        retry_after=None,
-        attempt=1,
-        schedule=(0.0, 0.0),
-        rng=random.Random(0),  # not the sink's: its jitter sequence stays as it was
-        now=now,
-    )
-    return again.action is policy.Action.RETRY
 
 
 def _batch_id(ids: list[str]) -> str:

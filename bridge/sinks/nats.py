@@ -30,7 +30,7 @@ from nats.js.api import StreamConfig
 from bridge.api.hub import Hub
 from bridge.config import NatsSinkConfig
 from bridge.errors import OutboxError
-from bridge.lifecycle import Service
+from bridge.lifecycle import Backoff, Service
 from bridge.store import deliveries
 from bridge.store.commit import Committed
 from bridge.store.reader import Reader
@@ -267,6 +267,5 @@ class NatsSink:
         self.last_error = error
 
     def _backoff_s(self, failures: int) -> float:
-        low, high = self.config.reconnect_min_s, self.config.reconnect_max_s
-        ceiling = min(high, low * 2 ** min(failures - 1, 30))
-        return self._rng.uniform(low, max(low, ceiling))
+        backoff = Backoff(self.config.reconnect_min_s, self.config.reconnect_max_s)
+        return backoff.delay_s(failures - 1, self._rng)

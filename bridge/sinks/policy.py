@@ -138,6 +138,16 @@ def classify(
     return Decision(Action.DEAD, reason=f"unexpected error ({name}: {error})")
 
 
+def receiver_failed(status: int | None, error: BaseException | None) -> bool:
+    """Was the receiver at fault (what ``classify`` retries), whatever retries are left?
+
+    What the circuit breaker counts: network errors, timeouts, 408, 429 and 5xx.
+    """
+    if status is not None:
+        return status in (408, 429) or 500 <= status <= 599
+    return isinstance(error, TimeoutError | TransportError | OSError)
+
+
 BreakerState = Literal["closed", "open", "half_open"]
 
 

@@ -23,6 +23,7 @@ from bridge.errors import AuthError, OutboxError, PayloadError, QuarantineFullEr
 from bridge.sources import auth
 from bridge.sources.normalise import normalise
 from bridge.sources.quarantine import Quarantine
+from bridge.sources.request import raw_bytes
 from bridge.store.writer import Writer
 from bridge.vendors.base import Payload, SourceContext, Vendor, at, context_template
 from bridge.vendors.registry import VENDORS
@@ -170,7 +171,7 @@ def _allowed(remote: str | None, source: Source) -> bool:
 
 def _text(header: str) -> str:
     """A header value storable as text: aiohttp keeps bytes that are not UTF-8 as surrogates."""
-    return header.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return raw_bytes(header).decode("utf-8", "backslashreplace")
 
 
 def _full(full: QuarantineFullError, refused: PayloadError) -> web.Response:

@@ -30,7 +30,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from bridge.config import RealtimeConfig, SourceConfig
 from bridge.events import rfc3339
-from bridge.lifecycle import Service
+from bridge.lifecycle import Backoff, Service
 from bridge.sources.realtime_intake import Counts, Quarantine, RealtimeIntake
 from bridge.sources.stomp_session import Closed, Connected, Ended, MessageReceived, Session
 from bridge.store.writer import Writer
@@ -58,9 +58,8 @@ class Status(Counts):
 
 
 def backoff_s(attempt: int, config: RealtimeConfig, rng: random.Random) -> float:
-    """Exponential backoff with jitter: uniform in [min, min * 2**attempt], capped at max."""
-    ceiling = min(config.reconnect_max_s, config.reconnect_min_s * 2 ** min(attempt, 30))
-    return rng.uniform(config.reconnect_min_s, max(ceiling, config.reconnect_min_s))
+    """The wait before reconnect attempt ``attempt`` (0 first): the supervisors' backoff."""
+    return Backoff(config.reconnect_min_s, config.reconnect_max_s).delay_s(attempt, rng)
 
 
 class StompSource:
