@@ -81,6 +81,7 @@ class Daemon:
                         STREAMS[source.vendor],
                         vendor=source.vendor,
                         quarantine=self.quarantine,
+                        reader=self.reader,
                     )
                     self.realtime.append(await stack.enter_async_context(realtime))
                     self.supervisor.watch(realtime.service)

@@ -30,6 +30,7 @@ from bridge.events import Event
 from bridge.lifecycle import Backoff, Service
 from bridge.simulate import coral_streams
 from bridge.simulate.coral_realtime import RealtimeServer
+from bridge.sources.realtime_intake import Counts, RealtimeIntake, status_event
 from bridge.sources.stomp import RECEIPT_TIMEOUT_S, StompSource, backoff_s
 from bridge.store.writer import Writer
 from bridge.vendors.base import Payload, SourceContext
@@ -483,3 +484,36 @@ async def test_an_unexpected_error_escaping_run_is_restarted_by_its_service(
     assert [s["status"] for s in statuses] == ["connected", "disconnected", "connected", "stopped"]
     assert statuses[1]["reason"] == "internal error: RuntimeError"
     assert statuses[2]["gap_s"] >= 0.3
+
+
+async def test_the_previous_runs_last_status_is_read_even_with_the_writer_down(
+    tmp_path: Path,
+) -> None:
+    """The gap marker's start is a read: through the reader, it does not need the writer."""
+    config = daemon_config(
+        tmp_path,
+        sources=[
+            {
+                "name": "hq",
+                "vendor": "coral",
+                "realtime": {"url": "ws://127.0.0.1:9/ws", "destinations": ["/topic/x"]},
+            }
+        ],
+    )
+    stopped = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    async with Daemon(config) as daemon:
+        await daemon.writer.submit([status_event("hq", "coral", "stopped", stopped)])
+        intake = RealtimeIntake(
+            config.sources[0],
+            daemon.writer,
+            STREAMS["coral"],
+            vendor="coral",
+            clock=lambda: stopped,
+            counts=Counts(),
+            reader=daemon.reader,
+        )
+        await daemon.writer.commit_service.stop()  # as if it were in a backoff
+        try:
+            assert await intake.last_status_at() == stopped
+        finally:
+            daemon.writer.commit_service.start()

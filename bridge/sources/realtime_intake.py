@@ -25,6 +25,7 @@ from bridge.errors import OutboxError, PayloadError
 from bridge.events import Event, make_event
 from bridge.sources.normalise import normalise
 from bridge.store.commit import Committed
+from bridge.store.reader import Reader
 from bridge.store.writer import Writer
 from bridge.vendors.base import Normalizer, Payload, at, context_template
 
@@ -71,9 +72,11 @@ class RealtimeIntake:
         clock: Clock,
         counts: Counts,
         quarantine: Quarantine | None = None,
+        reader: Reader | None = None,
         max_in_flight: int = 1000,
     ) -> None:
         self._name, self._vendor = source.name, vendor
+        self._reader = reader  # for reads; without one they go through the writer
         self._writer, self._normalize, self._quarantine = writer, normalize, quarantine
         self._template = context_template(source, vendor)
         self._clock = clock
@@ -115,8 +118,11 @@ class RealtimeIntake:
             return row
 
         try:
-            row = await self._writer.transact(read)
-        except OutboxError as exc:
+            if self._reader is not None:
+                row = await self._reader.run(read)
+            else:
+                row = await self._writer.transact(read)
+        except (OutboxError, sqlite3.Error) as exc:
             log.error("realtime_previous_status_unread", error=str(exc))
             return None
         return None if row is None else datetime.fromisoformat(row[0])

@@ -33,6 +33,7 @@ from bridge.events import rfc3339
 from bridge.lifecycle import Backoff, Service
 from bridge.sources.realtime_intake import Counts, Quarantine, RealtimeIntake
 from bridge.sources.stomp_session import Closed, Connected, Ended, MessageReceived, Session
+from bridge.store.reader import Reader
 from bridge.store.writer import Writer
 from bridge.vendors.base import Normalizer, Payload
 
@@ -73,6 +74,7 @@ class StompSource:
         *,
         vendor: str,
         quarantine: Quarantine | None = None,
+        reader: Reader | None = None,
         clock: Clock = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
     ) -> None:
@@ -90,6 +92,7 @@ class StompSource:
             clock=clock,
             counts=self.status,
             quarantine=quarantine,
+            reader=reader,
             max_in_flight=self._config.max_in_flight,
         )
         # Where the current gap began: wall time, and monotonic time when it began in this run.
