@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from bridge import redact
 from bridge.api.hub import Hub
 from bridge.config import WebhookSinkConfig
 from bridge.errors import TransportError
@@ -248,7 +249,7 @@ class WebhookSink:
         return {
             "name": self.name,
             "type": self.kind,
-            "url": self.config.url,
+            "url": redact.url(self.config.url),
             "state": self.service.state,
             "cursor": dispatcher.cursor,
             "lag": max(0, head - dispatcher.cursor),

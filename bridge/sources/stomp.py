@@ -28,6 +28,7 @@ import structlog
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from bridge import redact
 from bridge.config import RealtimeConfig, SourceConfig
 from bridge.events import rfc3339
 from bridge.lifecycle import Backoff, Service
@@ -257,8 +258,9 @@ class StompSource:
         status.connected, status.since, status.last_error = True, time.monotonic(), None
         status.connects += 1
         heartbeat_ms = [event.send_ms, event.expect_ms]
-        log.info("realtime_connected", url=self._config.url, heartbeat_ms=heartbeat_ms, **gap)
-        await self._intake.status("connected", url=self._config.url, **gap)
+        shown = redact.url(self._config.url)
+        log.info("realtime_connected", url=shown, heartbeat_ms=heartbeat_ms, **gap)
+        await self._intake.status("connected", url=shown, **gap)
 
     async def _down(self, state: str, reason: str | None) -> None:
         """The stream stopped (``disconnected`` with a reason, or ``stopped``): commit it."""
@@ -270,7 +272,7 @@ class StompSource:
             log.info("realtime_stopped")
         else:
             log.warning("realtime_disconnected", reason=reason)
-        await self._intake.status(state, url=self._config.url, reason=reason)
+        await self._intake.status(state, url=redact.url(self._config.url), reason=reason)
 
     def snapshot(self) -> dict[str, Any]:
         status = self.status
