@@ -76,7 +76,6 @@ class Service:
         self.state: State = "new"
         self.restarts = 0
         self.last_error: str | None = None
-        self.down_since: float | None = None  # monotonic time it last stopped running
 
     @property
     def alive(self) -> bool:
@@ -103,7 +102,6 @@ class Service:
         self._stopping = False
         self._hurry.clear()
         self.state = "running"
-        self.down_since = None
         self._task = asyncio.create_task(self._supervise(), name=self.name)
 
     async def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
@@ -145,7 +143,6 @@ class Service:
 
     async def _join(self, task: asyncio.Task[None], timeout_s: float | None) -> None:
         done, _ = await asyncio.wait((task,), timeout=timeout_s)
-        self.down_since = time.monotonic()
         if not done:
             # It ignores its cancellation (a bug): leave it behind rather than hang the stop,
             # and say so (a start is refused until it has gone).
@@ -178,7 +175,6 @@ class Service:
                 self.restarts += 1
                 self.last_error = _problem(error)
                 self.state = "backoff"
-                self.down_since = time.monotonic()
                 if time.monotonic() - started > self._backoff.max_s:
                     attempt = 0  # it ran for a good while: start the backoff afresh
                 delay = self._backoff.delay_s(attempt, self._rng)
@@ -194,7 +190,6 @@ class Service:
                     async with asyncio.timeout(delay):
                         await self._hurry.wait()
                 self.state = "running"
-                self.down_since = None
                 log.info("task_restarted", restarts=self.restarts)
 
 
@@ -221,7 +216,3 @@ class Supervisor:
     def vital_down(self) -> list[str]:
         """Vital services that are not running: the watchdog is withheld while there are any."""
         return [s.name for s in self.services if s.vital and not s.alive]
-
-    @property
-    def restarts(self) -> int:
-        return sum(service.restarts for service in self.services)

@@ -112,10 +112,11 @@ async def test_finish_waits_for_a_run_that_ends_by_itself() -> None:
 
 
 async def test_stop_gives_up_on_a_run_that_will_not_end() -> None:
-    release = asyncio.Event()
+    release, waiting = asyncio.Event(), asyncio.Event()
 
     async def stubborn() -> None:
         while not release.is_set():
+            waiting.set()
             try:
                 await release.wait()
             except asyncio.CancelledError:
@@ -123,7 +124,7 @@ async def test_stop_gives_up_on_a_run_that_will_not_end() -> None:
 
     service = Service("stubborn", stubborn, backoff=QUICK)
     service.start()
-    await asyncio.sleep(0)  # let it start waiting
+    await asyncio.wait_for(waiting.wait(), 5)
     try:
         with capture_logs() as logs:
             async with asyncio.timeout(5):

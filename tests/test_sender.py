@@ -30,6 +30,28 @@ async def server(handler: Handler) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
+RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@asynccontextmanager
+async def raw_server(handle: RawHandler) -> AsyncIterator[str]:
+    """A receiver written byte by byte, for answers no HTTP library would give."""
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/hook"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def read_request(reader: asyncio.StreamReader) -> None:
+    """One request, head and body (by its Content-Length)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    await reader.readexactly(length)
+
+
 async def test_a_huge_response_body_is_not_read() -> None:
     """200 with a 128 MiB body: the status comes back; the body is dropped with the connection."""
     written = {"bytes": 0}
@@ -117,23 +139,17 @@ async def test_a_connection_the_receiver_closed_while_idle_is_not_an_error() -> 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal connections
         connections += 1
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-        await reader.readexactly(length)
+        await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         await writer.drain()
         writer.close()  # no "Connection: close": the client thinks it may reuse it
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
     sender = HttpSender(limit=1)
     try:
-        url = f"http://127.0.0.1:{port}/hook"
-        answers = [(await sender(url, b"{}", {}, 5.0)).status for _ in range(3)]
+        async with raw_server(handle) as url:
+            answers = [(await sender(url, b"{}", {}, 5.0)).status for _ in range(3)]
     finally:
         await sender.close()
-        server.close()
-        await server.wait_closed()
     assert answers == [200, 200, 200]
     assert connections == 3
 
@@ -186,11 +202,9 @@ async def test_interim_1xx_answers_are_not_the_answer() -> None:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
             try:
-                head = await reader.readuntil(b"\r\n\r\n")
+                await read_request(reader)
             except asyncio.IncompleteReadError:
                 break
-            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-            await reader.readexactly(length)
             final = next(answers, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
             for part in (b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 103 Early Hints\r\n\r\n"):
                 writer.write(part)  # each its own write: likely a read of its own
@@ -199,14 +213,10 @@ async def test_interim_1xx_answers_are_not_the_answer() -> None:
             await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
     sender = HttpSender(limit=1)
     try:
-        url = f"http://127.0.0.1:{port}/hook"
-        statuses = [(await sender(url, b"{}", {}, 5.0)).status for _ in range(3)]
+        async with raw_server(handle) as url:
+            statuses = [(await sender(url, b"{}", {}, 5.0)).status for _ in range(3)]
     finally:
         await sender.close()
-        server.close()
-        await server.wait_closed()
     assert statuses == [503, 200, 200]
