@@ -3,23 +3,31 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install run test lint bench clean docs
+.PHONY: install install-test run test lint bench clean docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# Running needs only the runtime; tests, lint and benchmarks add their extras.
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e '.[test,fast]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[fast]'
 	touch $(STAMP)
 
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,fast]'
+	touch $(TEST_STAMP)
+
 install: $(STAMP)
+
+install-test: $(TEST_STAMP)
 
 run: install
 	$(BIN)/pbx-bridge run $(ARGS)
 
-lint: install
+lint: install-test
 	$(BIN)/ruff check bridge tests bench
 	$(BIN)/ruff format --check bridge tests bench
 	$(BIN)/mypy
@@ -27,10 +35,10 @@ lint: install
 test: lint
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-docs: install
+docs: install-test
 	$(BIN)/python -m tests.docgen
 
-bench: install
+bench: install-test
 	$(BIN)/python -m bench.run $(ARGS)
 
 clean:

@@ -10,6 +10,7 @@ quarantine is full) is a 503, so the vendor keeps it and retries.
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -72,6 +73,8 @@ class Ingest:
         }
         # (source, status) -> count; read by /metrics. A plain Counter: nothing on the hot path.
         self.responses: Counter[tuple[str, int]] = Counter()
+        # source -> when (Unix time) its last request was answered, whatever the answer.
+        self.last_push: dict[str, float] = {}
 
     def _context(self, source: Source, received_at: datetime) -> SourceContext:
         return at(source.context, received_at)
@@ -88,6 +91,7 @@ class Ingest:
             return _error(404, "unknown_source", f"no source named {name!r} is configured")
         response = await self._handle(request, source)
         self.responses[(name, response.status)] += 1
+        self.last_push[name] = time.time()
         return response
 
     async def _handle(self, request: web.Request, source: Source) -> web.StreamResponse:
