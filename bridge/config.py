@@ -5,33 +5,49 @@ every key with its meaning.
 
 A source's auth types live in :mod:`bridge.config_auth`, its realtime subscription in
 :mod:`bridge.config_realtime`; both are re-exported here: import all config from this module.
+:func:`from_dict` reports every problem of a document at once: the document is checked table by
+table and entry by entry (:mod:`bridge.config_walk`), then the rules types cannot say run on
+every part that converted. :mod:`bridge.config_show` prints a config back, secrets masked.
 """
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import os
 import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import msgspec
 
+from bridge import config_walk as walk
+from bridge import redact
 from bridge.config_auth import Auth as Auth
 from bridge.config_auth import AuthBasic as AuthBasic
 from bridge.config_auth import AuthDigest as AuthDigest
 from bridge.config_auth import AuthNone as AuthNone
 from bridge.config_auth import AuthToken as AuthToken
 from bridge.config_auth import AuthWebkey as AuthWebkey
+from bridge.config_auth import vendor_auth_problem
 from bridge.config_realtime import RealtimeConfig as RealtimeConfig
-from bridge.config_realtime import check_realtime
+from bridge.config_realtime import realtime_problems
 from bridge.errors import ConfigError
+from bridge.events import TYPES
 
 IMPLEMENTED_VENDORS = ("coocenter", "coral", "oncall", "callog")
 
-_Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+_Name = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        # What a wrong name is told it must be (bridge.config_walk.describe).
+        description="a name of lower-case letters, digits, '-' and '_' (a letter or digit"
+        " first, at most 63 characters)",
+    ),
+]
 _Positive = Annotated[int, msgspec.Meta(gt=0)]
 _NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 
@@ -108,16 +124,41 @@ class StorageConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         return Path(self.data_dir) / "outbox.sqlite3"
 
 
+Scope = Literal["read", "admin"]
+SCOPES: tuple[Scope, ...] = ("read", "admin")
+_Token = Annotated[str, msgspec.Meta(min_length=16)]
+
+
+class ApiToken(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A token with chosen scopes: ``read`` (events, streams, calls, sinks and sources lists),
+    ``admin`` (quarantine, dead letters, replay, reload; it implies ``read``)."""
+
+    token: _Token
+    scopes: Annotated[tuple[Scope, ...], msgspec.Meta(min_length=1)] = ("read",)
+    name: str | None = None  # shown in logs instead of the token
+
+
 class ApiConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    tokens: tuple[Annotated[str, msgspec.Meta(min_length=16)], ...] = ()
+    # Each a plain string (every scope) or a table { token = "...", scopes = ["read"] }.
+    tokens: tuple[_Token | ApiToken, ...] = ()
     client_queue: _Positive = 1024
     page_limit_max: _Positive = 1000
+
+    @property
+    def grants(self) -> tuple[ApiToken, ...]:
+        """Every token as an :class:`ApiToken`, a plain string holding every scope."""
+        return tuple(
+            ApiToken(token=token, scopes=SCOPES) if isinstance(token, str) else token
+            for token in self.tokens
+        )
 
 
 class LoggingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
 
+
+SinkStart = Literal["oldest", "now"]
 
 DEFAULT_RETRY_SCHEDULE_S: tuple[float, ...] = (
     0.0,
@@ -146,6 +187,9 @@ class WebhookSinkConfig(
     # whsec_... secrets; two at once while rotating (receivers accept either signature).
     secrets: Annotated[tuple[str, ...], msgspec.Meta(min_length=1, max_length=2)]
     types: tuple[str, ...] = ()  # type patterns (call.*); empty: every type
+    # Where a sink seen for the first time starts: "oldest" (the retained history) or "now"
+    # (only events committed from then on). Once it has a cursor, it resumes from that.
+    start: SinkStart = "oldest"
     sources: tuple[str, ...] = ()  # source names; empty: every source
     headers: dict[str, str] = {}
     timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
@@ -184,6 +228,7 @@ class NatsSinkConfig(
     )
     create_stream: bool = True  # create the stream (subjects <prefix>.>) when it is missing
     types: tuple[str, ...] = ()
+    start: SinkStart = "oldest"  # as for webhook sinks
     sources: tuple[str, ...] = ()
     user: str | None = None
     password: str | None = None
@@ -233,23 +278,31 @@ def is_loopback(host: str) -> bool:
 
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Event-type filters (sinks' types and expire_s keys, bridge.events.type_matches): '*', a type,
+# or a family such as 'call.*'.
+_FAMILIES = tuple(sorted({kind.partition(".")[0] + ".*" for kind in TYPES}))
+_PATTERNS = ("*", *_FAMILIES, *sorted(TYPES))
+NATS_INSTALL = "pip install 'pbx-bridge[nats]'"
 
 
-def _expand(value: Any, path: str) -> Any:
-    """Replace ``${NAME}`` in every string with the environment variable's value."""
+def _expand(value: Any, at: walk.At, out: walk.Problems) -> Any:
+    """Replace ``${NAME}`` in every string with the environment variable's value.
+
+    Every unset variable is reported; the value stays as written and is not checked further.
+    """
+    out.seen(at)
     if isinstance(value, str):
-
-        def sub(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name not in os.environ:
-                raise ConfigError(path, f"environment variable {name} is not set")
-            return os.environ[name]
-
-        return _ENV.sub(sub, value)
+        unset = [name for name in _ENV.findall(value) if name not in os.environ]
+        for name in unset:
+            out.add(at, f"environment variable {name} is not set")
+        if unset:
+            out.mute(at)
+            return value
+        return _ENV.sub(lambda match: os.environ[match.group(1)], value)
     if isinstance(value, dict):
-        return {key: _expand(item, f"{path}.{key}" if path else key) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_expand(item, f"{path}[{index}]") for index, item in enumerate(value)]
+        return {key: _expand(item, at / key, out) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_expand(item, at.item(index, item), out) for index, item in enumerate(value)]
     return value
 
 
@@ -263,83 +316,189 @@ def _path_of(message: str) -> tuple[str, str]:
 
 
 def from_dict(raw: dict[str, Any]) -> Config:
-    """Validate a parsed TOML document into a :class:`Config`."""
+    """Validate a parsed TOML document into a :class:`Config`.
+
+    Raises one :class:`ConfigError` carrying every problem found (``problems``).
+    """
+    out = walk.Problems()
+    document = _expand(raw, walk.ROOT, out)
+    parts: dict[str, Any] = {}
+    elements: dict[str, list[tuple[walk.At, Any]]] = {}
+    if not isinstance(document, dict):
+        out.add(walk.ROOT, f"expected a table, got {walk.show(document)}")
+    else:
+        walk.check_keys(Config, document, walk.ROOT, out)
+        for field in walk.struct_fields(Config):
+            key = field.encode_name
+            if key in ("sources", "sinks"):  # entry by entry: one bad entry hides no other
+                elements[key] = _elements(field.type, document.get(key, []), walk.ROOT / key, out)
+            elif key in document:
+                parts[key] = walk.convert(field.type, document[key], walk.ROOT / key, out)
+            else:
+                parts[key] = walk.default_of(field)
+        _check(parts, elements, document, out)
+    if len(out):
+        raise out.error()
     try:
-        config = msgspec.convert(_expand(raw, ""), Config)
-    except msgspec.ValidationError as exc:
+        return msgspec.convert(document, Config)
+    except msgspec.ValidationError as exc:  # a rule the walk does not know: msgspec's words
         path, problem = _path_of(str(exc))
         raise ConfigError(path, problem) from None
-    _check(config)
-    return config
 
 
-def _check(config: Config) -> None:
-    """Rules that types alone cannot say."""
+def _elements(tp: Any, raw: Any, at: walk.At, out: walk.Problems) -> list[tuple[walk.At, Any]]:
+    """The entries of an array of tables, each with its place: the valid ones, and what can be
+    salvaged of the others (see :func:`bridge.config_walk.salvage`)."""
+    if not isinstance(raw, list | tuple):  # tuple: from msgspec.to_builtins (override)
+        out.add(at, f"expected a list of tables ([[{at.key}]]), got {walk.show(raw)}")
+        return []
+    valid = []
+    for index, item in enumerate(raw):
+        item_at = at.item(index, item)
+        value = walk.convert(walk.element_type(tp), item, item_at, out)
+        if value is walk.FAILED:  # still check the rest of the entry
+            value = walk.salvage(walk.element_type(tp), item, item_at, out)
+        if value is not None:
+            valid.append((item_at, value))
+    return valid
+
+
+def _check(
+    parts: dict[str, Any],
+    elements: dict[str, list[tuple[walk.At, Any]]],
+    document: dict[str, Any],
+    out: walk.Problems,
+) -> None:
+    """Rules that types alone cannot say, on every part that converted."""
+    server, api = parts["server"], parts["api"]
+    public: bool | None = None  # unknown while the listener is wrong
+    if server is not walk.FAILED:
+        try:
+            public = not is_loopback(split_listen(server.listen, "server.listen")[0])
+        except ConfigError as exc:
+            out.add(walk.ROOT / "server" / "listen", exc.problem)
+    if public and api is not walk.FAILED and not api.tokens:
+        out.add(
+            walk.ROOT / "api" / "tokens",
+            f"listening on non-loopback {server.listen} requires at least one API token",
+        )
+    sources = elements["sources"]
+    for at, source in sources:
+        _check_source(source, at, out, public=public)
+    _check_unique(sources, out, "source")
+    # Names of every entry, valid or not: a typo elsewhere in a source hides no sink's reference.
+    raw_sources = document.get("sources")
+    names = [
+        item["name"]
+        for item in (raw_sources if isinstance(raw_sources, list | tuple) else [])
+        if isinstance(item, dict) and isinstance(item.get("name"), str)
+    ]
+    sinks = elements["sinks"]
+    for at, sink in sinks:
+        _check_sink(sink, at, out, names)
+    _check_unique(sinks, out, "sink")
+
+
+def _check_unique(entries: list[tuple[walk.At, Any]], out: walk.Problems, kind: str) -> None:
+    first: dict[str, walk.At] = {}
+    for at, entry in entries:
+        if entry.name in first:
+            out.add(
+                at / "name", f"duplicate {kind} name {entry.name!r} (also {first[entry.name].key})"
+            )
+        first.setdefault(entry.name, at)
+
+
+def _check_url(value: str, at: walk.At, out: walk.Problems) -> None:
+    if not value.startswith(("http://", "https://")):
+        out.add(at, f"expected an http:// or https:// URL, got {redact.url(value)!r}")
+
+
+def _check_source(
+    source: SourceConfig, at: walk.At, out: walk.Problems, *, public: bool | None
+) -> None:
+    if source.vendor not in IMPLEMENTED_VENDORS:
+        hint = walk.did_you_mean(source.vendor, IMPLEMENTED_VENDORS)
+        out.add(
+            at / "vendor",
+            f"expected {walk.one_of(IMPLEMENTED_VENDORS)}, got {source.vendor!r}{hint}",
+        )
+    else:
+        problem = vendor_auth_problem(source.vendor, source.auth)
+        if problem is not None:
+            out.add(at / "auth" / "type", problem)
+        if source.realtime is not None:
+            for key, text in realtime_problems(source.realtime, source.vendor):
+                realtime_at = at / "realtime"
+                out.add(realtime_at / key if key else realtime_at, text)
+    try:
+        ZoneInfo(source.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        hint = walk.did_you_mean(source.timezone, available_timezones())
+        out.add(at / "timezone", f"unknown time zone {source.timezone!r}{hint}")
+    if source.recording_base_url is not None:
+        _check_url(source.recording_base_url, at / "recording_base_url", out)
+    for index, net in enumerate(source.allow_ips):
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            out.add(_index(at / "allow_ips", index), f"not an IP address or network: {net!r}")
+    if isinstance(source.auth, AuthNone) and not source.allow_ips and public:
+        out.add(
+            at / "auth",
+            "a source with auth type 'none' on a non-loopback listener needs allow_ips",
+        )
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why an event-type filter (``call.*``) can match no event type, or None."""
+    if pattern == "*" or pattern in TYPES:
+        return None
+    if pattern.endswith(".*") and any(kind.startswith(pattern[:-1]) for kind in TYPES):
+        return None
+    hint = walk.did_you_mean(pattern, _PATTERNS) or (
+        "; expected '*', an event type, or a family: " + ", ".join(_FAMILIES)
+    )
+    return f"{pattern!r} matches no event type{hint}"
+
+
+def _check_sink(sink: SinkConfig, at: walk.At, out: walk.Problems, sources: list[str]) -> None:
+    for index, pattern in enumerate(sink.types):
+        problem = pattern_problem(pattern)
+        if problem is not None:
+            out.add(_index(at / "types", index), problem)
+    for index, name in enumerate(sink.sources):
+        if name not in sources:
+            known = "; the sources are " + ", ".join(map(repr, sources))
+            hint = walk.did_you_mean(name, sources) or (known if sources else "; there are none")
+            out.add(_index(at / "sources", index), f"no source is named {name!r}{hint}")
+    if isinstance(sink, NatsSinkConfig):
+        try:
+            importlib.import_module("nats")
+        except ImportError:
+            out.add(
+                at / "type",
+                f"a nats sink needs the optional NATS client: {NATS_INSTALL}",
+            )
+        if sink.reconnect_max_s < sink.reconnect_min_s:
+            out.add(at / "reconnect_max_s", "must not be less than reconnect_min_s")
+        return
     from bridge.sinks.signing import parse_secret  # the one place that knows the format
 
-    split_listen(config.server.listen, "server.listen")
-    if not is_loopback(config.server.host) and not config.api.tokens:
-        raise ConfigError(
-            "api.tokens",
-            f"listening on non-loopback {config.server.listen} requires at least one API token",
-        )
-    sink_names: set[str] = set()
-    for index, sink in enumerate(config.sinks):
-        path = f"sinks[{index}]"
-        if sink.name in sink_names:
-            raise ConfigError(f"{path}.name", f"duplicate sink name {sink.name!r}")
-        sink_names.add(sink.name)
-        if isinstance(sink, NatsSinkConfig):
-            continue
-        if not sink.url.startswith(("http://", "https://")):
-            raise ConfigError(
-                f"{path}.url", f"expected an http:// or https:// URL, got {sink.url!r}"
-            )
-        for secret_index, secret in enumerate(sink.secrets):
-            try:
-                parse_secret(secret)
-            except ValueError as exc:
-                raise ConfigError(f"{path}.secrets[{secret_index}]", str(exc)) from None
-    seen: set[str] = set()
-    for index, source in enumerate(config.sources):
-        path = f"sources[{index}]"
-        if source.name in seen:
-            raise ConfigError(f"{path}.name", f"duplicate source name {source.name!r}")
-        seen.add(source.name)
-        if source.vendor not in IMPLEMENTED_VENDORS:
-            known = ", ".join(IMPLEMENTED_VENDORS)
-            raise ConfigError(
-                f"{path}.vendor", f"unknown vendor {source.vendor!r} (known: {known})"
-            )
+    _check_url(sink.url, at / "url", out)
+    for index, secret in enumerate(sink.secrets):
         try:
-            ZoneInfo(source.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ConfigError(
-                f"{path}.timezone", f"unknown time zone {source.timezone!r}"
-            ) from None
-        if source.realtime is not None:
-            check_realtime(source.realtime, f"{path}.realtime", source.vendor)
-        base = source.recording_base_url
-        if base is not None and not base.startswith(("http://", "https://")):
-            raise ConfigError(
-                f"{path}.recording_base_url", f"expected an http:// or https:// URL, got {base!r}"
-            )
-        for net_index, net in enumerate(source.allow_ips):
-            try:
-                ipaddress.ip_network(net, strict=False)
-            except ValueError:
-                raise ConfigError(
-                    f"{path}.allow_ips[{net_index}]", f"not an IP address or network: {net!r}"
-                ) from None
-        if (
-            isinstance(source.auth, AuthNone)
-            and not source.allow_ips
-            and not is_loopback(config.server.host)
-        ):
-            raise ConfigError(
-                f"{path}.auth",
-                "a source with auth type 'none' on a non-loopback listener needs allow_ips",
-            )
+            parse_secret(secret)
+        except ValueError as exc:
+            out.add(_index(at / "secrets", index), str(exc))
+    for pattern in sink.expire_s:
+        problem = pattern_problem(pattern)
+        if problem is not None:
+            out.add(at / "expire_s" / pattern, problem)
+
+
+def _index(at: walk.At, index: int) -> walk.At:
+    return at.item(index, None)
 
 
 def load(path: str | Path | None) -> Config:

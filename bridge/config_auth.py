@@ -84,3 +84,30 @@ class AuthWebkey(
 
 
 Auth = AuthNone | AuthToken | AuthBasic | AuthDigest | AuthWebkey
+
+# The schemes each vendor's sender can use, from its document. Every sender's push URL is
+# configured on the PBX, so it can carry a query token; beyond that CooCenter signs with its
+# WEBKEY, and OnCall (PortSIP) authenticates with HTTP Basic or Digest. Coral's and the call
+# log's documents give their pushes no credentials at all.
+VENDOR_AUTH: dict[str, tuple[str, ...]] = {
+    "coocenter": ("none", "token", "webkey"),
+    "coral": ("none", "token"),
+    "oncall": ("none", "token", "basic", "digest"),
+    "callog": ("none", "token"),
+}
+
+
+def auth_type(auth: Auth) -> str:
+    """The ``type`` key of an auth table: ``"token"`` for :class:`AuthToken`."""
+    return str(type(auth).__struct_config__.tag)
+
+
+def vendor_auth_problem(vendor: str, auth: Auth) -> str | None:
+    """Why ``vendor``'s pushes cannot use ``auth``, or None when they can (or it is unknown)."""
+    valid = VENDOR_AUTH.get(vendor)
+    if valid is None or auth_type(auth) in valid:
+        return None
+    return (
+        f"{vendor!r} sources cannot use {auth_type(auth)!r} authentication; expected one of "
+        + ", ".join(repr(name) for name in valid)
+    )

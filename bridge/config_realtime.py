@@ -10,7 +10,7 @@ from typing import Annotated
 
 import msgspec
 
-from bridge.errors import ConfigError
+from bridge import redact
 
 
 class RealtimeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -36,14 +36,18 @@ class RealtimeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 REALTIME_VENDORS = ("coral",)
 
 
-def check_realtime(realtime: RealtimeConfig, path: str, vendor: str) -> None:
-    """Rules types alone cannot say; ``path`` is the table's key path, for the errors."""
+def realtime_problems(realtime: RealtimeConfig, vendor: str) -> list[tuple[str, str]]:
+    """Rules types alone cannot say, as ``(key, problem)``; the key ``""`` is the table itself."""
     if vendor not in REALTIME_VENDORS:
-        raise ConfigError(path, f"vendor {vendor!r} has no realtime stream")
+        return [("", f"vendor {vendor!r} has no realtime stream")]
+    problems: list[tuple[str, str]] = []
     scheme, sep, _ = realtime.url.partition("://")
     if not sep or scheme not in ("ws", "wss"):
-        raise ConfigError(f"{path}.url", f"expected a ws:// or wss:// URL, got {realtime.url!r}")
+        problems.append(
+            ("url", f"expected a ws:// or wss:// URL, got {redact.url(realtime.url)!r}")
+        )
     if not realtime.destinations:
-        raise ConfigError(f"{path}.destinations", "subscribe to at least one destination")
+        problems.append(("destinations", "subscribe to at least one destination"))
     if realtime.reconnect_max_s < realtime.reconnect_min_s:
-        raise ConfigError(f"{path}.reconnect_max_s", "must not be less than reconnect_min_s")
+        problems.append(("reconnect_max_s", "must not be less than reconnect_min_s"))
+    return problems

@@ -15,18 +15,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class BridgeError(Exception):
     """Root of every error the bridge raises on purpose."""
 
 
 class ConfigError(BridgeError):
-    """A config value is missing or wrong; ``path`` is the dotted key path."""
+    """A config value is missing or wrong: one problem, or every problem of a file.
 
-    def __init__(self, path: str, problem: str) -> None:
-        super().__init__(f"{path}: {problem}" if path else problem)
+    ``path`` and ``problem`` are the first (often the only) one; ``path`` is the dotted key path
+    with list indexes (``sources[1].auth.type``), stable for programs. ``problems`` holds every
+    one as ``(where, problem)``: ``where`` is the key path as shown to people, a ``[[sources]]``
+    or ``[[sinks]]`` entry also by its name (``sources[1] (office).auth.type``). ``str()`` is
+    one ``where: problem`` line per problem.
+    """
+
+    def __init__(
+        self, path: str, problem: str, *, problems: Sequence[tuple[str, str]] = ()
+    ) -> None:
         self.path = path
         self.problem = problem
+        self.problems: list[tuple[str, str]] = list(problems) or [(path, problem)]
+        super().__init__(
+            "\n".join(f"{where}: {text}" if where else text for where, text in self.problems)
+        )
 
 
 class PayloadError(BridgeError):

@@ -204,6 +204,11 @@ class Supervisor:
         self.services.append(service)
         return service
 
+    def unwatch(self, service: Service) -> None:
+        """No longer count ``service`` (its owner has stopped it for good: a reload removed it)."""
+        if service in self.services:
+            self.services.remove(service)
+
     def problems(self) -> dict[str, str]:
         """Each service that is not ready, with the reason: what ``/readyz`` answers 503 with."""
         found = {}

@@ -5,6 +5,7 @@ They go through the daemon, not the SQLite file: the daemon is the outbox's only
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from typing import Any, TextIO
@@ -60,10 +61,13 @@ async def quarantine(
             answer = await call(
                 url, "/v1/quarantine/reprocess", token=token, method="POST", body=body
             )
-            failed = 0
-            for result in answer["results"]:
-                failed += result["result"] != "reprocessed"
+            results = answer["results"]
+            for result in results:
                 print(json.dumps(result), file=out)
+            done = sum(1 for result in results if result["result"] == "reprocessed")
+            failed = len(results) - done
+            still = f", {failed} still held (see `pbx-bridge quarantine list`)" if failed else ""
+            print(f"{done} of {len(results)} entries reprocessed{still}", file=out)
             return 1 if failed else 0
     except (ApiError, aiohttp.ClientError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -153,7 +157,12 @@ async def dlq(
         answer = await call(
             url, f"/v1/sinks/{sink}/dead/{action}", token=token, method="POST", body=body
         )
-        print(json.dumps(answer), file=out)
+        if action == "retry":
+            count = answer.get("retried", 0)
+            print(f"{count} dead letters of {sink} re-driven (they are delivered again)", file=out)
+        else:
+            count = answer.get("purged", 0)
+            print(f"{count} dead letters of {sink} purged", file=out)
         return 0
     except (ApiError, aiohttp.ClientError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -161,17 +170,78 @@ async def dlq(
 
 
 async def replay(
-    *, url: str, token: str | None, sink: str, from_seq: int, out: TextIO = sys.stdout
+    *,
+    url: str,
+    token: str | None,
+    sink: str,
+    from_seq: int,
+    wait: bool = False,
+    interval_s: float = 1.0,
+    out: TextIO = sys.stdout,
 ) -> int:
-    """Re-send a sink's history from ``from_seq`` (also re-enables a disabled sink)."""
+    """Re-send a sink's history from ``from_seq`` (also re-enables a disabled sink).
+
+    With ``wait``, poll the sink's cursor every ``interval_s`` and print its progress until it
+    reaches the head seen when the replay started: 0 then, 1 if the sink is disabled or gone.
+    """
     try:
+        before = await _sink_row(url, token, sink)
         body = {"from_seq": from_seq}
         answer = await call(url, f"/v1/sinks/{sink}/replay", token=token, method="POST", body=body)
     except (ApiError, aiohttp.ClientError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(answer), file=out)
-    return 0
+    # "head" and "events" are recent additions to the answer: do without them.
+    head = int(answer.get("head", before["cursor"] + before["lag"] if before else from_seq - 1))
+    events = answer.get("events")
+    counted = f"{events} events" if events is not None else f"seqs {from_seq} to {head}"
+    print(f"{sink}: replaying {counted} (from seq {from_seq}, head {head})", file=out, flush=True)
+    if not wait:
+        return 0
+    return await _wait_for(
+        url, token, sink, head=head, from_seq=from_seq, every_s=interval_s, out=out
+    )
+
+
+async def _sink_row(url: str, token: str | None, sink: str) -> dict[str, Any] | None:
+    answer = await call(url, "/v1/sinks", token=token)
+    return next((row for row in answer["sinks"] if row["name"] == sink), None)
+
+
+async def _wait_for(
+    url: str, token: str | None, sink: str, *, head: int, from_seq: int, every_s: float, out: TextIO
+) -> int:
+    """Print the sink's cursor whenever it moves, until it reaches ``head``."""
+    shown: int | None = None
+    total = max(0, head - from_seq + 1)
+    while True:
+        try:
+            row = await _sink_row(url, token, sink)
+        except (ApiError, aiohttp.ClientError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        if row is None:
+            print(f"error: the bridge has no sink named {sink!r} any more", file=sys.stderr)
+            return 1
+        cursor = int(row["cursor"])
+        if cursor != shown:
+            done = min(total, max(0, cursor - from_seq + 1))
+            percent = 100 if total == 0 else done * 100 // total
+            trouble = row.get("last_error") if row.get("breaker") not in (None, "closed") else None
+            note = f"  ({row['breaker']}: {trouble})" if trouble else ""
+            print(
+                f"{sink}: cursor {cursor}/{head} ({percent}%), lag {row['lag']}{note}",
+                file=out,
+                flush=True,
+            )
+            shown = cursor
+        if cursor >= head:
+            print(f"{sink}: caught up with seq {head}", file=out, flush=True)
+            return 0
+        if row.get("disabled"):
+            print(f"error: {sink} is disabled: {row['disabled']}", file=sys.stderr)
+            return 1
+        await asyncio.sleep(every_s)
 
 
 async def calls(

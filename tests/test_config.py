@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
+import typing
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
 
-from bridge import config
+from bridge import config, config_show
 from bridge.cli import main
 from bridge.config import AuthWebkey
+from bridge.config_walk import SECRET_KEYS, SECRET_TABLES, URL_KEYS
 from bridge.errors import ConfigError
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "pbx-bridge.example.toml"
 
 
-def error_of(raw: dict[str, object]) -> ConfigError:
+def error_of(raw: dict[str, Any]) -> ConfigError:
     with pytest.raises(ConfigError) as caught:
         config.from_dict(raw)
     return caught.value
@@ -104,12 +110,56 @@ def test_flags_override_the_file() -> None:
         config.override(config.default(), listen="nonsense", data_dir=None)
 
 
-def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The documented example file loads (its secrets come from the environment)."""
-    monkeypatch.setenv("COOCENTER_WEBKEY", "example-webkey")
-    monkeypatch.setenv("ONCALL_PASSWORD", "example-password")
-    monkeypatch.setenv("CALLOG_TOKEN", "example-token-123")
-    assert config.load(EXAMPLE).sources
+def test_example_config_passes_check_config_as_shipped(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`pbx-bridge check-config` accepts the example with no environment variables set."""
+    for name in ("COOCENTER_WEBKEY", "ONCALL_PASSWORD", "CALLOG_TOKEN", "CRM_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["check-config", str(EXAMPLE)]) == 0, capsys.readouterr().err
+    loaded = config.load(EXAMPLE)
+    assert [source.vendor for source in loaded.sources] == list(config.IMPLEMENTED_VENDORS)
+    assert [sink.name for sink in loaded.sinks] == ["crm"]
+
+
+def _struct_fields(
+    cls: type[msgspec.Struct], seen: set[type]
+) -> Iterator[tuple[type[msgspec.Struct], msgspec.structs.FieldInfo]]:
+    """Every field of ``cls`` and of every struct its fields hold, each once."""
+    if cls in seen:
+        return
+    seen.add(cls)
+    for field in msgspec.structs.fields(cls):
+        yield cls, field
+        pending = [field.type]
+        while pending:
+            tp = pending.pop()
+            if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+                yield from _struct_fields(tp, seen)
+            else:
+                pending.extend(arg for arg in typing.get_args(tp) if arg is not ...)
+
+
+def _documented(key: str) -> str:
+    """A key set in the example (commented out or not, inline or not), or a table's header."""
+    name = re.escape(key)
+    return rf"(^|[\s{{,#]){name} =|^#? ?\[\[?([a-z_]+\.)?{name}\]"
+
+
+def test_every_config_key_is_documented_in_the_example() -> None:
+    """Each key of every config struct, nested ones included, appears in the example file."""
+    text = EXAMPLE.read_text()
+    keys = {
+        (cls.__name__, field.encode_name) for cls, field in _struct_fields(config.Config, set())
+    }
+    assert ("RealtimeConfig", "passcode") in keys  # the walk reaches nested and union structs
+    assert ("NatsSinkConfig", "user") in keys
+    missing = [
+        f"{struct}.{key}"
+        for struct, key in sorted(keys)
+        if not re.search(_documented(key), text, re.MULTILINE)
+    ]
+    assert missing == []
 
 
 def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -189,3 +239,164 @@ def test_call_settings_reach_the_normaliser_context() -> None:
     assert ctx.dids == {"4000"}
     assert ctx.trunk_hosts == {"trunk.example.net"}
     assert ctx.recording_base_url == "https://pbx.example.com/rec/"
+
+
+SHOWN = {
+    "api": {
+        "tokens": [
+            "plain-token-every-scope",
+            {"token": "scoped-token-read-only", "scopes": ["read"]},
+        ]
+    },
+    "sources": [
+        {
+            "name": "hq",
+            "vendor": "coocenter",
+            "auth": {"type": "webkey", "webkey": "webkey-s3cret"},
+            "recording_base_url": "https://rec:rec-pw@pbx.test/rec/?sig=rec-sig",
+        },
+        {
+            "name": "pbx2",
+            "vendor": "oncall",
+            "auth": {"type": "digest", "username": "portsip", "password": "digest-pw"},
+        },
+        {"name": "log", "vendor": "callog", "auth": {"type": "token", "token": "callog-token"}},
+        {
+            "name": "rt",
+            "vendor": "coral",
+            "realtime": {
+                "url": "wss://rt:rt-pw@pbx.test/rt",
+                "login": "op",
+                "passcode": "stomp-pc",
+            },
+        },
+    ],
+    "sinks": [
+        {
+            "type": "webhook",
+            "name": "crm",
+            "url": "https://hook:hook-pw@crm.test/in?key=url-key",
+            "secrets": ["whsec_cmVwbGFjZSB3aXRoIDMyIHJhbmRvbSBieXRlcyEhISE="],
+            "headers": {"X-Api-Key": "header-key"},
+        },
+        {
+            "type": "nats",
+            "name": "bus",
+            "servers": ["nats://bus:bus-pw@127.0.0.1:4222"],
+            "user": "nats-user",
+            "password": "nats-pw",
+            "token": "nats-token",
+        },
+    ],
+}
+SECRETS = [
+    "plain-token-every-scope",
+    "scoped-token-read-only",
+    "webkey-s3cret",
+    "rec-pw",
+    "rec-sig",
+    "digest-pw",
+    "callog-token",
+    "rt-pw",
+    "stomp-pc",
+    "hook-pw",
+    "url-key",
+    "cmVwbGFjZSB3aXRoIDMyIHJhbmRvbSBieXRlcyEhISE",
+    "header-key",
+    "bus-pw",
+    "nats-user",
+    "nats-pw",
+    "nats-token",
+]
+
+
+def test_render_masks_every_secret() -> None:
+    """No credential of any kind appears in the printed config."""
+    pytest.importorskip("nats")
+    text = config_show.render(config.from_dict(SHOWN))
+    assert [secret for secret in SECRETS if secret in text] == []
+
+
+def test_render_is_the_effective_config_as_toml() -> None:
+    """The output parses back, with defaults filled in and the non-secret values as configured."""
+    pytest.importorskip("nats")
+    shown = tomllib.loads(config_show.render(config.from_dict(SHOWN)))
+    assert shown["server"]["listen"] == "127.0.0.1:8480"  # a default, filled in
+    assert shown["storage"]["synchronous"] == "full"
+    assert shown["api"]["tokens"] == ["***", {"token": "***", "scopes": ["read"]}]
+    hq, pbx2, _, rt = shown["sources"]
+    assert hq["auth"] == {"type": "webkey", "webkey": "***"}
+    assert hq["recording_base_url"] == "https://***@pbx.test/rec/?sig=***"
+    assert (pbx2["auth"]["username"], pbx2["auth"]["password"]) == ("portsip", "***")
+    assert (rt["realtime"]["login"], rt["realtime"]["url"]) == ("op", "wss://***@pbx.test/rt")
+    crm, bus = shown["sinks"]
+    assert crm["url"] == "https://***@crm.test/in?key=***"
+    assert (crm["secrets"], crm["headers"]) == (["***"], {"X-Api-Key": "***"})
+    assert crm["retry_schedule_s"] == list(config.DEFAULT_RETRY_SCHEDULE_S)
+    assert bus["servers"] == ["nats://***@127.0.0.1:4222"]
+    assert (bus["user"], bus["password"], bus["token"], bus["stream"]) == (
+        "***",
+        "***",
+        "***",
+        "PBX",
+    )
+
+
+def test_render_leaves_unset_optional_keys_out() -> None:
+    """TOML has no null: an optional key with no value is absent, not an error."""
+    shown = tomllib.loads(config_show.render(config.default()))
+    assert "recording_base_url" not in shown["sources"][0]
+    assert "realtime" not in shown["sources"][0]
+
+
+# String keys that are no credential and no URL: shown as configured. A new string key must be
+# added here or to bridge.config_walk's secret or URL keys, so none is printed by accident.
+PUBLIC_STRING_KEYS = {
+    "listen",
+    "data_dir",
+    "synchronous",
+    "scopes",
+    "name",
+    "level",
+    "format",
+    "vendor",
+    "timezone",
+    "type",
+    "header",
+    "query",
+    "username",
+    "realm",
+    "allow_ips",
+    "dids",
+    "trunk_hosts",
+    "destinations",
+    "host",
+    "login",
+    "subprotocols",
+    "types",
+    "start",
+    "sources",
+    "expire_s",
+    "stream",
+    "subject_prefix",
+}
+
+
+def _holds_text(tp: object) -> bool:
+    if tp is str:
+        return True
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        return False
+    return any(_holds_text(arg) for arg in typing.get_args(tp))
+
+
+def test_every_string_key_is_classified_for_masking() -> None:
+    """Each config key that can hold text is either public, a secret, or a URL to redact."""
+    classified = PUBLIC_STRING_KEYS | SECRET_KEYS | SECRET_TABLES | URL_KEYS
+    text_keys = {
+        field.encode_name
+        for _, field in _struct_fields(config.Config, set())
+        if _holds_text(field.type)
+    }
+    assert {"token", "url", "webkey", "headers"} <= text_keys
+    assert sorted(text_keys - classified) == []

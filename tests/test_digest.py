@@ -18,12 +18,17 @@ from bridge.sources.digest import DigestAuth, parse_params
 from tests.conftest import base_url, daemon_config
 
 USER, PASSWORD = "pbx", "s3cret-pw"
-PUSH = {"event": "extensionstatus", "exten": "808", "status": "0", "statustext": "Idle"}
+# Digest is what a PortSIP (OnCall) PBX sends: an extension registration, one event each.
+PUSH = {
+    "event_type": "extension_register",
+    "extension": "sip:808@pbx.test",
+    "registration_contacts": [{"contact_uri": "<sip:808@127.0.0.1:5060>", "expires": 60}],
+}
 
 
 def digest_source(**extra: Any) -> list[dict[str, Any]]:
     auth = {"type": "digest", "username": USER, "password": PASSWORD, **extra}
-    return [{"name": "coocenter", "vendor": "coocenter", "auth": auth}]
+    return [{"name": "pbx", "vendor": "oncall", "auth": auth}]
 
 
 @pytest.fixture
@@ -77,7 +82,7 @@ async def test_curl_digest_is_accepted(daemon: Daemon) -> None:
         "Content-Type: application/json",
         "--data",
         json.dumps(PUSH),
-        base_url(daemon) + "/ingest/coocenter",
+        base_url(daemon) + "/ingest/pbx",
     )
     assert status == 200, err
     assert daemon.writer.last_seq == 1
@@ -91,7 +96,7 @@ async def test_curl_digest_with_a_wrong_password_is_refused(daemon: Daemon) -> N
         f"{USER}:nope",
         "--data",
         json.dumps(PUSH),
-        base_url(daemon) + "/ingest/coocenter",
+        base_url(daemon) + "/ingest/pbx",
     )
     assert status == 401
     assert daemon.writer.last_seq == 0
@@ -102,8 +107,8 @@ async def test_aiohttp_digest_middleware_is_accepted(daemon: Daemon) -> None:
     middleware = aiohttp.DigestAuthMiddleware(USER, PASSWORD)
     async with aiohttp.ClientSession(middlewares=(middleware,)) as http:
         for n in range(3):  # one challenge, then the nonce count rises
-            push = {**PUSH, "exten": str(800 + n)}
-            async with http.post(base_url(daemon) + "/ingest/coocenter", json=push) as response:
+            push = {**PUSH, "extension": f"sip:{800 + n}@pbx.test"}
+            async with http.post(base_url(daemon) + "/ingest/pbx", json=push) as response:
                 assert response.status == 200
     assert daemon.writer.last_seq == 3
 
@@ -111,7 +116,7 @@ async def test_aiohttp_digest_middleware_is_accepted(daemon: Daemon) -> None:
 async def test_challenge_offers_sha256_then_md5(daemon: Daemon) -> None:
     """Unauthenticated: 401 with one Digest challenge per algorithm, SHA-256 first."""
     async with aiohttp.ClientSession() as http:
-        async with http.post(base_url(daemon) + "/ingest/coocenter", json=PUSH) as response:
+        async with http.post(base_url(daemon) + "/ingest/pbx", json=PUSH) as response:
             assert response.status == 401
             challenges = response.headers.getall("WWW-Authenticate")
     assert [parse_params(c.removeprefix("Digest "))["algorithm"] for c in challenges] == [
@@ -125,11 +130,11 @@ async def test_replayed_credentials_are_refused_with_a_fresh_challenge(
     daemon: Daemon, index: int
 ) -> None:
     """The same nonce count twice is a replay: 401 and a new challenge, nothing stored twice."""
-    url = base_url(daemon) + "/ingest/coocenter"
+    url = base_url(daemon) + "/ingest/pbx"
     async with aiohttp.ClientSession() as http:
         async with http.post(url, json=PUSH) as response:
             challenge = response.headers.getall("WWW-Authenticate")[index]
-        header = answer(challenge, method="POST", uri="/ingest/coocenter")
+        header = answer(challenge, method="POST", uri="/ingest/pbx")
         async with http.post(url, json=PUSH, headers={"Authorization": header}) as response:
             assert response.status == 200
         async with http.post(url, json=PUSH, headers={"Authorization": header}) as response:
@@ -143,7 +148,7 @@ async def test_replayed_credentials_are_refused_with_a_fresh_challenge(
 
 async def test_credentials_for_another_uri_are_refused(daemon: Daemon) -> None:
     """A response computed for another request-target does not authenticate this one."""
-    url = base_url(daemon) + "/ingest/coocenter"
+    url = base_url(daemon) + "/ingest/pbx"
     async with aiohttp.ClientSession() as http:
         async with http.post(url, json=PUSH) as response:
             challenge = response.headers["WWW-Authenticate"]
@@ -202,7 +207,7 @@ async def test_basic_is_accepted_next_to_digest_when_enabled(tmp_path: Path) -> 
     """accept_basic: Basic credentials work too, and the 401 offers both schemes."""
     config = daemon_config(tmp_path, sources=digest_source(accept_basic=True))
     async with Daemon(config) as daemon, aiohttp.ClientSession() as http:
-        url = base_url(daemon) + "/ingest/coocenter"
+        url = base_url(daemon) + "/ingest/pbx"
         async with http.post(url, json=PUSH) as response:
             schemes = [c.split()[0] for c in response.headers.getall("WWW-Authenticate")]
         assert schemes == ["Digest", "Digest", "Basic"]
@@ -226,10 +231,10 @@ async def test_stale_nonce_gets_401_with_stale_true(tmp_path: Path) -> None:
     """Over HTTP: right credentials on an expired nonce are answered 401 with stale=true."""
     config = daemon_config(tmp_path, sources=digest_source(nonce_ttl_s=1e-9))  # expired at once
     async with Daemon(config) as daemon, aiohttp.ClientSession() as http:
-        url = base_url(daemon) + "/ingest/coocenter"
+        url = base_url(daemon) + "/ingest/pbx"
         async with http.post(url, json=PUSH) as response:
             challenge = response.headers["WWW-Authenticate"]
-        header = answer(challenge, method="POST", uri="/ingest/coocenter")
+        header = answer(challenge, method="POST", uri="/ingest/pbx")
         async with http.post(url, json=PUSH, headers={"Authorization": header}) as response:
             assert response.status == 401
             assert all("stale=true" in c for c in response.headers.getall("WWW-Authenticate"))

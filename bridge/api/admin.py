@@ -1,4 +1,8 @@
-"""Operator endpoints: quarantine, sinks and their dead letters. Same bearer tokens as consumers."""
+"""Operator endpoints: quarantine, sinks and their dead letters.
+
+The sinks list needs the ``read`` scope; everything else ``admin`` (it shows raw payloads or
+changes what is delivered).
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,13 @@ from aiohttp import web
 from bridge.api.routes import (
     MAX_SEQ,
     BadQuery,
-    authorized,
+    denied,
     error,
     int_param,
     json_body,
     seq_text,
-    unauthorized,
 )
+from bridge.config import Scope
 from bridge.sinks.sink import DeadLetters, Sink
 from bridge.sources.quarantine import Quarantine
 from bridge.store import deliveries
@@ -26,10 +30,10 @@ Handler = Callable[[web.Request], Awaitable[web.Response]]
 QUARANTINE_PAGE = 1000
 
 
-def _guarded(handler: Handler) -> Handler:
+def guarded(handler: Handler, scope: Scope) -> Handler:
     async def guarded(request: web.Request) -> web.Response:
-        if not authorized(request):
-            return unauthorized()
+        if (refused := denied(request, scope)) is not None:
+            return refused
         return await handler(request)
 
     return guarded
@@ -57,7 +61,10 @@ def _storable(value: object) -> bool:
 def add_routes(
     app: web.Application, quarantine: Quarantine, sinks: Sequence[Sink], reader: Reader
 ) -> None:
-    every = {sink.name: sink for sink in sinks}
+    """``sinks`` is the daemon's live list: a reload adds and removes sinks in it."""
+
+    def named(name: str) -> Sink | None:
+        return next((sink for sink in sinks if sink.name == name), None)
 
     async def entries(request: web.Request) -> web.Response:
         """Every source's entries (HTTP and realtime), a page at a time, and each one's room."""
@@ -97,7 +104,7 @@ def add_routes(
 
     def sink_of(request: web.Request) -> DeadLetters | web.Response:
         name = request.match_info["name"]
-        sink = every.get(name)
+        sink = named(name)
         if sink is None:
             return error(404, "not_found", f"no sink named {name!r}")
         if not isinstance(sink, DeadLetters):
@@ -108,7 +115,7 @@ def add_routes(
         head = await reader.head()
         dead = await deliveries.dead_counts(reader)
         shown = []
-        for sink in every.values():
+        for sink in list(sinks):
             snapshot = sink.snapshot(head)
             if isinstance(sink, DeadLetters):
                 snapshot["dead"] = dead.get(sink.name, 0)  # dead letters stored, all time
@@ -141,7 +148,7 @@ def add_routes(
 
     async def replay(request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        sink = every.get(name)
+        sink = named(name)
         if sink is None:
             return error(404, "not_found", f"no sink named {name!r}")
         try:
@@ -156,18 +163,19 @@ def add_routes(
             # Moving the cursor there would skip every event committed before that seq exists.
             detail = f"from_seq {from_seq} is past the newest event ({head})"
             return error(400, "invalid_body", detail, field="from_seq")
+        events = await reader.count(after=from_seq - 1, types=sink.config.types)
         await sink.replay(from_seq)
-        return web.json_response({"replaying_from": from_seq})
+        return web.json_response({"replaying_from": from_seq, "head": head, "events": events})
 
-    routes = (
-        ("GET", "/v1/quarantine", entries),
-        ("GET", "/v1/quarantine/{id}", show),
-        ("POST", "/v1/quarantine/reprocess", reprocess),
-        ("GET", "/v1/sinks", list_sinks),
-        ("GET", "/v1/sinks/{name}/dead", dead),
-        ("POST", "/v1/sinks/{name}/dead/retry", dead_retry),
-        ("POST", "/v1/sinks/{name}/dead/purge", dead_purge),
-        ("POST", "/v1/sinks/{name}/replay", replay),
+    routes: tuple[tuple[str, str, Handler, Scope], ...] = (
+        ("GET", "/v1/quarantine", entries, "admin"),
+        ("GET", "/v1/quarantine/{id}", show, "admin"),
+        ("POST", "/v1/quarantine/reprocess", reprocess, "admin"),
+        ("GET", "/v1/sinks", list_sinks, "read"),
+        ("GET", "/v1/sinks/{name}/dead", dead, "admin"),
+        ("POST", "/v1/sinks/{name}/dead/retry", dead_retry, "admin"),
+        ("POST", "/v1/sinks/{name}/dead/purge", dead_purge, "admin"),
+        ("POST", "/v1/sinks/{name}/replay", replay, "admin"),
     )
-    for method, path, handler in routes:
-        app.router.add_route(method, path, _guarded(handler))
+    for method, path, handler, scope in routes:
+        app.router.add_route(method, path, guarded(handler, scope))

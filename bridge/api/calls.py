@@ -16,7 +16,7 @@ from aiohttp import web
 
 from bridge import calls
 from bridge.api.routes import (
-    API_CONFIG,
+    ACCESS,
     MAX_SEQ,
     READER,
     BadQuery,
@@ -70,7 +70,7 @@ def _since(request: web.Request) -> float | None:
 
 
 def _query(request: web.Request) -> CallQuery:
-    config = request.app[API_CONFIG]
+    config = request.app[ACCESS].config
     limit = int_param(request, "limit", 100, lo=1, hi=config.page_limit_max)
     after = before = None
     if request.query.get("after"):
@@ -142,7 +142,16 @@ async def get_call(request: web.Request) -> web.StreamResponse:
     return web.Response(body=_encoder.encode(_public(row)), content_type="application/json")
 
 
+def configure(app: web.Application, config: Config) -> None:
+    """The configured sources' names (kept in place: a reload changes them under the app)."""
+    names = app[SOURCES]
+    names.clear()
+    names.update({source.name: f"/{source.vendor}/{source.name}" for source in config.sources})
+
+
 def add_routes(app: web.Application, config: Config) -> None:
-    app[SOURCES] = {source.name: f"/{source.vendor}/{source.name}" for source in config.sources}
+    app[SOURCES] = {}
+    configure(app, config)
     app.router.add_get("/v1/calls", list_calls)
-    app.router.add_get("/v1/calls/{source}/{key:.+}", get_call)
+    # (?s:): a key may hold a newline (%0A), which a bare "." would leave to aiohttp's 404.
+    app.router.add_get("/v1/calls/{source}/{key:(?s:.+)}", get_call)

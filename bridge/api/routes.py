@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final
@@ -13,16 +12,18 @@ import msgspec
 import structlog
 from aiohttp import WSMsgType, web
 
+from bridge.api.access import Access
+from bridge.api.access import unauthorized as unauthorized
 from bridge.api.follow import follow
 from bridge.api.hub import Hub
-from bridge.config import ApiConfig
+from bridge.config import Scope
 from bridge.store.reader import Reader
 
 log = structlog.get_logger("bridge.api")
 
 HUB: Final = web.AppKey("hub", Hub)
 READER: Final = web.AppKey("reader", Reader)
-API_CONFIG: Final = web.AppKey("api_config", ApiConfig)
+ACCESS: Final = web.AppKey("access", Access)
 STREAMS: Final = web.AppKey("streams", set[asyncio.Task[Any]])
 CLOSE_WAIT_S: Final = 0.5
 
@@ -34,26 +35,13 @@ def error(status: int, code: str, detail: str, **extra: object) -> web.Response:
 
 
 def authorized(request: web.Request) -> bool:
-    tokens = request.app[API_CONFIG].tokens
-    if not tokens:
-        return True
-    header = request.headers.get("Authorization", "")
-    scheme, _, presented = header.partition(" ")
-    if scheme.lower() != "bearer":
-        # EventSource and browser WebSockets cannot set headers: allow the query parameter.
-        presented = request.query.get("access_token", "")
-    ok = False
-    for token in tokens:  # check all: no early exit, constant time per token
-        ok |= hmac.compare_digest(
-            presented.encode("utf-8", "surrogateescape"), token.encode("utf-8", "surrogateescape")
-        )
-    return ok
+    """The request may read (events, streams, calls): see :mod:`bridge.api.access`."""
+    return request.app[ACCESS].denied(request, "read") is None
 
 
-def unauthorized() -> web.Response:
-    response = error(401, "unauthorized", "a valid bearer token is required")
-    response.headers["WWW-Authenticate"] = 'Bearer realm="pbx-bridge"'
-    return response
+def denied(request: web.Request, scope: Scope = "read") -> web.Response | None:
+    """None when the request holds ``scope``; else the 401 or 403 answer to give."""
+    return request.app[ACCESS].denied(request, scope)
 
 
 class BadQuery(Exception):
@@ -119,9 +107,9 @@ async def _start_after(request: web.Request) -> int:
 
 
 async def list_events(request: web.Request) -> web.StreamResponse:
-    if not authorized(request):
-        return unauthorized()
-    config = request.app[API_CONFIG]
+    if (refused := denied(request)) is not None:
+        return refused
+    config = request.app[ACCESS].config
     try:
         after = int_param(request, "after", 0, lo=0, hi=MAX_SEQ)
         limit = int_param(request, "limit", 100, lo=1, hi=config.page_limit_max)
@@ -140,8 +128,8 @@ async def list_events(request: web.Request) -> web.StreamResponse:
 
 async def _opening(request: web.Request) -> tuple[int, tuple[str, ...]] | web.Response:
     """A stream's resume point and type patterns, or the error answer to give instead."""
-    if not authorized(request):
-        return unauthorized()
+    if (refused := denied(request)) is not None:
+        return refused
     try:
         return await _start_after(request), _types(request)
     except BadQuery as exc:
@@ -190,6 +178,11 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=30.0, timeout=CLOSE_WAIT_S)
     try:
         await ws.prepare(request)
+    except web.HTTPBadRequest as exc:
+        # Not an upgrade (no Upgrade header, a bad key or version): aiohttp's own answer is
+        # text/plain; ours is the JSON error every endpoint gives.
+        detail = " ".join((exc.text or "not a WebSocket handshake").split())
+        return error(400, "invalid_handshake", detail)
     except (ValueError, UnicodeError):
         # aiohttp's handshake chokes on header bytes that are not ASCII (a key, a version).
         return error(400, "invalid_handshake", "the WebSocket handshake headers are not ASCII")

@@ -242,6 +242,19 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def config_snippet(url: str, group: str) -> str:
+    """The config a bridge needs to subscribe to this server: a whole file, ready to run."""
+    return (
+        "[[sources]]\n"
+        'name = "coral"\n'
+        'vendor = "coral"\n'
+        "\n"
+        "[sources.realtime]\n"
+        f'url = "{url}"\n'
+        f'destinations = ["/topic/OC_{group}", "/topic/STATE_UPDATE"]\n'
+    )
+
+
 async def serve_forever(
     *,
     host: str,
@@ -251,9 +264,17 @@ async def serve_forever(
     group: str,
     drop_every_s: float | None,
     seed: int | None,
+    idle_warn_s: float | None = 30.0,
     out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
 ) -> None:
-    """``pbx-bridge simulate coral-realtime``: play call streams to whoever subscribes."""
+    """``pbx-bridge simulate coral-realtime``: play call streams to whoever subscribes.
+
+    The bridge is the client here: nothing happens until a source with a ``realtime`` section
+    pointing at this server connects, so say how, and say so on ``err`` if nobody has within
+    ``idle_warn_s`` (None: never).
+    """
+    from bridge.banner import command_name
     from bridge.simulate import coral_streams
 
     rng = random.Random(seed)
@@ -261,7 +282,32 @@ async def serve_forever(
         print(
             f"listening on {server.url} (topics /topic/OC_{group}, /topic/STATE_UPDATE)", file=out
         )
+        snippet = "".join(
+            f"    {line}".rstrip() + "\n" for line in config_snippet(server.url, group).splitlines()
+        )
+        print(
+            "\nThe bridge connects to this server, not the other way round, and the default "
+            "config has no realtime source.\nTo have one subscribe, save this as "
+            "coral-realtime.toml:\n\n"
+            f"{snippet}\n"
+            "and run it (stop a default daemon first: same port, same data directory):\n"
+            f"    {command_name()} run --config coral-realtime.toml\n",
+            file=out,
+            flush=True,
+        )
+        if idle_warn_s is not None:
+            try:
+                async with asyncio.timeout(idle_warn_s):
+                    await server.subscribed.wait()
+            except TimeoutError:
+                print(
+                    f"nobody has subscribed to {server.url} in {idle_warn_s:g} s: no bridge "
+                    "source has it as its realtime url yet (see above); still waiting",
+                    file=err,
+                    flush=True,
+                )
         await server.subscribed.wait()
+        print(f"a subscriber connected; playing {calls} calls", file=out, flush=True)
         scenarios = coral_streams.scenarios(rng, count=calls, group=group)
         for played, scenario in enumerate(scenarios, start=1):
             for destination, message in scenario.messages:

@@ -281,6 +281,8 @@ class Dispatcher:
         action = decision.action
         if action is policy.Action.DELIVERED:
             self.stats.delivered += 1
+            if item.time:
+                self.stats.latency.observe(max(0.0, now - _epoch(item.time)))
             self._finish(item, Forget(item.seq) if item.recorded else None)
         elif action is policy.Action.RETRY:
             self.stats.retried += 1

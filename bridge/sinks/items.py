@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from bridge.histogram import DELIVERY_S, Histogram
 from bridge.sinks import policy
 from bridge.store.commit import Committed
 
@@ -102,3 +103,5 @@ class Stats:
     expired: int = 0
     probes: int = 0
     last_error: str | None = None
+    # Seconds from an event's time to the receiver's 2xx, per event delivered.
+    latency: Histogram = field(default_factory=lambda: Histogram(DELIVERY_S))

@@ -96,7 +96,9 @@ class NatsSink:
     ) -> None:
         await self.close()
 
-    async def close(self) -> None:
+    async def close(self, drain_s: float = 0.0) -> None:
+        """Stop. ``drain_s`` is not needed: a page published again after a restart is dropped
+        by JetStream (``Nats-Msg-Id``) within its duplicate window."""
         await self.service.stop()
 
     async def replay(self, from_seq: int) -> None:

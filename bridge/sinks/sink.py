@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
+from bridge.config import SinkConfig
 from bridge.lifecycle import Service
 
 
@@ -13,11 +14,16 @@ class Sink(Protocol):
     kind: str  # "webhook", "nats"
     service: Service  # its supervised run: started, stopped and restarted through this
 
+    @property
+    def config(self) -> SinkConfig: ...
+
     def snapshot(self, head: int) -> dict[str, Any]: ...
 
     async def replay(self, from_seq: int) -> None: ...
 
-    async def close(self) -> None: ...
+    async def close(self, drain_s: float = 0.0) -> None:
+        """Stop; with ``drain_s``, let what is in flight finish first (at most that long)."""
+        ...
 
 
 @runtime_checkable

@@ -78,6 +78,8 @@ class WebhookSink:
         self._wake = asyncio.Event()
         self._news = True
         self._crashed: BaseException | None = None
+        self._draining = False  # closing: send nothing new, end when nothing is in flight
+        self._drained = asyncio.Event()
         self.service = Service(f"sink-{self.name}", self.run)
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -94,7 +96,16 @@ class WebhookSink:
     ) -> None:
         await self.close()
 
-    async def close(self) -> None:
+    async def close(self, drain_s: float = 0.0) -> None:
+        """Stop. With ``drain_s``, the requests in flight first get that long to finish and
+        their outcomes are stored, so a reload or a shutdown does not send them twice."""
+        if drain_s > 0 and self.service.state in ("running", "backoff"):
+            self._draining = True
+            self.service.ending()
+            self._wake.set()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(drain_s):
+                    await self._drained.wait()
         await self.service.stop()
         await self._sender.close()
 
@@ -129,6 +140,8 @@ class WebhookSink:
             try:
                 while True:
                     self._wake.clear()  # before the work: whatever happens during it wakes us
+                    if self._draining and not sending:
+                        break
                     if self._news:
                         self._news = False
                         dispatcher.news()
@@ -140,21 +153,28 @@ class WebhookSink:
                         dispatcher.offer(page.events, page.next_after, asked=asked)
                     if self._crashed is not None:
                         raise self._crashed  # the supervisor starts us again, from the store
-                    for send in dispatcher.poll(self._wall()):
+                    for send in () if self._draining else dispatcher.poll(self._wall()):
                         task = asyncio.create_task(self._deliver(dispatcher, send))
                         sending.add(task)
                         task.add_done_callback(partial(self._delivered, sending))
                     await self._flush(dispatcher)
-                    await self._sleep(dispatcher.next_wake(self._wall()))
+                    # Draining, what is due is not sent: wait for the requests in flight only.
+                    await self._sleep(
+                        None if self._draining else dispatcher.next_wake(self._wall())
+                    )
             finally:
                 for task in sending:
                     task.cancel()  # unsettled: the store still has them before the cursor
                 await asyncio.gather(*sending, return_exceptions=True)
                 with contextlib.suppress(Exception):
                     await self._flush(dispatcher, force=True)
+                if self._draining:
+                    self._drained.set()
 
     def _delivered(self, sending: set[asyncio.Task[None]], task: asyncio.Task[None]) -> None:
         sending.discard(task)
+        if self._draining:
+            self._wake.set()  # the run ends once nothing is in flight: let it see that now
         if not task.cancelled() and task.exception() is not None:
             # A bug past the sender: its slot would never come back. End the run instead.
             self._crashed = task.exception()
@@ -250,6 +270,7 @@ class WebhookSink:
             "name": self.name,
             "type": self.kind,
             "url": redact.url(self.config.url),
+            "headers": sorted(self.config.headers),  # names only: values are often credentials
             "state": self.service.state,
             "cursor": dispatcher.cursor,
             "lag": max(0, head - dispatcher.cursor),

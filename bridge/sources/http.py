@@ -10,26 +10,39 @@ quarantine is full) is a 503, so the vendor keeps it and retries.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Final
 
 import structlog
 from aiohttp import web
 
 from bridge.config import AuthToken, Config, SourceConfig
 from bridge.errors import AuthError, OutboxError, PayloadError, QuarantineFullError
+from bridge.histogram import LATENCY_S, Histogram
 from bridge.sources import auth
 from bridge.sources.normalise import normalise
 from bridge.sources.quarantine import Quarantine
 from bridge.sources.request import raw_bytes
 from bridge.store.writer import Writer
+from bridge.throttle import Throttle
 from bridge.vendors.base import Payload, SourceContext, Vendor, at, context_template
 from bridge.vendors.registry import VENDORS
 
 log = structlog.get_logger("bridge.ingest")
+_debug = logging.getLogger("bridge.ingest")  # its level: the per-push line costs nothing off
+
+# Pushes to a source that is not configured are counted under this (a configured name
+# cannot start with "_"), never under the name the client chose.
+UNKNOWN: Final = "_unknown"
+# A refused push is logged at most once per this long per kind and source (a flood of bad
+# pushes must not flood the log); the next line says how many were held back.
+REFUSED_LOG_INTERVAL_S: Final = 10.0
+_EVENTS: Final = web.RequestKey("events", int)  # its event count, for the per-push line
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,49 +73,112 @@ class Ingest:
         self.quarantine = quarantine
         self._max_body = config.server.max_body_bytes
         self._clock = clock
-        self._sources = {
-            source.name: Source(
-                config=source,
-                vendor=VENDORS[source.vendor],
-                authenticator=auth.build(source.auth, source.tz, clock),
-                context=context_template(source, source.vendor),
-                networks=source.networks,
-                secret_param=source.auth.query if isinstance(source.auth, AuthToken) else None,
-            )
-            for source in config.sources
-        }
+        self._sources: dict[str, Source] = {}
+        self.reconfigure(config)
         # (source, status) -> count; read by /metrics. A plain Counter: nothing on the hot path.
         self.responses: Counter[tuple[str, int]] = Counter()
         # source -> when (Unix time) its last request was answered, whatever the answer.
         self.last_push: dict[str, float] = {}
+        # source (or UNKNOWN) -> seconds from the request's start to its answer written.
+        self.latency: dict[str, Histogram] = {}
+        self.refused_log = Throttle(REFUSED_LOG_INTERVAL_S)  # refused pushes' warnings
+
+    def reconfigure(self, config: Config) -> None:
+        """The sources of a (re)loaded config, swapped whole: a request in flight keeps the
+        source it started with. An unchanged source keeps its authenticator (Digest nonces)."""
+        old = self._sources
+        sources = {}
+        for source in config.sources:
+            kept = old.get(source.name)
+            if kept is not None and kept.config == source:
+                sources[source.name] = kept
+                continue
+            sources[source.name] = Source(
+                config=source,
+                vendor=VENDORS[source.vendor],
+                authenticator=auth.build(source.auth, source.tz, self._clock),
+                context=context_template(source, source.vendor),
+                networks=source.networks,
+                secret_param=source.auth.query if isinstance(source.auth, AuthToken) else None,
+            )
+        self._sources = sources
 
     def _context(self, source: Source, received_at: datetime) -> SourceContext:
         return at(source.context, received_at)
 
     def add_routes(self, app: web.Application) -> None:
-        for path in ("/ingest/{source}", "/ingest/{source}/{tail:.*}"):
+        # (?s:): a tail may hold a newline (%0A), which a bare "." would leave to aiohttp's 404.
+        for path in ("/ingest/{source}", "/ingest/{source}/{tail:(?s:.*)}"):
             app.router.add_route("POST", path, self.handle)
             app.router.add_route("GET", path, self.handle)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
         name = request.match_info["source"]
         source = self._sources.get(name)
+        response: web.StreamResponse
         if source is None:
-            return _error(404, "unknown_source", f"no source named {name!r} is configured")
-        response = await self._handle(request, source)
-        self.responses[(name, response.status)] += 1
-        self.last_push[name] = time.time()
+            response = self._unknown(request, name)
+            name = UNKNOWN
+        else:
+            response = await self._handle(request, source)
+            self.last_push[name] = time.time()
+        try:
+            # Written here rather than by aiohttp after we return: the latency includes it.
+            await response.prepare(request)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client is gone (aiohttp would have ignored it too): still an answer
+        finally:
+            self._answered(request, name, response.status, time.perf_counter() - started)
         return response
+
+    def _answered(self, request: web.Request, name: str, status: int, elapsed_s: float) -> None:
+        self.responses[(name, status)] += 1
+        latency = self.latency.get(name)
+        if latency is None:
+            latency = self.latency[name] = Histogram(LATENCY_S)
+        latency.observe(elapsed_s)
+        if _debug.isEnabledFor(logging.DEBUG):
+            events = request.get(_EVENTS, 0)
+            ms = round(elapsed_s * 1000, 3)
+            log.debug("ingest_answered", source=name, status=status, events=events, ms=ms)
+
+    def _unknown(self, request: web.Request, name: str) -> web.Response:
+        self.refused_log.log(
+            ("unknown_source",),  # one key for every name: the names are the client's
+            log.warning,
+            "ingest_refused",
+            reason="unknown_source",
+            name=name[:100],
+            peer=request.remote,
+        )
+        return _error(404, "unknown_source", f"no source named {name!r} is configured")
 
     async def _handle(self, request: web.Request, source: Source) -> web.StreamResponse:
         name = source.config.name
         if source.networks and not _allowed(request.remote, source):
-            log.warning("ingest_refused", source=name, reason="ip_not_allowed", peer=request.remote)
+            self.refused_log.log(
+                ("ip_not_allowed", name),
+                log.warning,
+                "ingest_refused",
+                source=name,
+                reason="ip_not_allowed",
+                peer=request.remote,
+            )
             return _error(403, "forbidden", f"address {request.remote} is not allowed")
         try:
             source.authenticator.check(request)
         except AuthError as exc:
-            log.warning("ingest_refused", source=name, reason=exc.reason, peer=request.remote)
+            # Keyed by source, not reason: some reasons quote what the client sent.
+            self.refused_log.log(
+                ("auth", name),
+                log.warning,
+                "ingest_refused",
+                source=name,
+                reason=exc.reason,
+                peer=request.remote,
+            )
             response = _error(401, "unauthorized", exc.reason)
             for challenge in exc.challenges:
                 response.headers.add("WWW-Authenticate", challenge)
@@ -156,6 +232,7 @@ class Ingest:
             return _error(400, "invalid_payload", exc.problem, field=exc.field, quarantine_id=kept)
         try:
             if events:
+                request[_EVENTS] = len(events)
                 await self._writer.submit(events)
         except OutboxError as exc:
             return _unavailable(name, exc)

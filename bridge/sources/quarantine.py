@@ -101,17 +101,23 @@ class Quarantine:
         self._writer = writer
         self._reader = reader
         self._resolve = resolve
+        self._caps: dict[str, Cap] = {}
+        self.reconfigure(resolve, sources=sources)
+        # Per source, read by /metrics: payloads kept (stored, or a retry counted) and payloads
+        # refused because the source's quarantine was full. Plain Counters: nothing per request.
+        self.kept: Counter[str] = Counter()
+        self.full: Counter[str] = Counter()
+        self._refusing: Counter[str] = Counter()  # refusals since the source last stored one
+
+    def reconfigure(self, resolve: Resolve, *, sources: Iterable[SourceConfig]) -> None:
+        """A reload's sources: how kept payloads are read again, and each source's caps."""
+        self._resolve = resolve
         self._caps = {
             source.name: Cap(
                 max_entries=source.quarantine_max_entries, max_bytes=source.quarantine_max_bytes
             )
             for source in sources
         }
-        # Per source, read by /metrics: payloads kept (stored, or a retry counted) and payloads
-        # refused because the source's quarantine was full. Plain Counters: nothing per request.
-        self.kept: Counter[str] = Counter()
-        self.full: Counter[str] = Counter()
-        self._refusing: Counter[str] = Counter()  # refusals since the source last stored one
 
     def cap(self, source: str) -> Cap:
         return self._caps.get(source, Cap())

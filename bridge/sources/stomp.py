@@ -57,6 +57,8 @@ class Status(Counts):
     connects: int = 0
     disconnects: int = 0
     last_error: str | None = None
+    gaps: int = 0  # connects after a gap (the first one after a restart too)
+    gap_s: float = 0.0  # the seconds of those gaps
 
 
 def backoff_s(attempt: int, config: RealtimeConfig, rng: random.Random) -> float:
@@ -253,6 +255,8 @@ class StompSource:
             else:  # the gap spans a restart: only the wall clock does too
                 gap_s = max(0.0, (self._clock() - since).total_seconds())
             gap = {"gap_s": round(gap_s, 3), "gap_since": rfc3339(since)}
+            self.status.gaps += 1
+            self.status.gap_s += gap_s
         self._gap = None
         status = self.status
         status.connected, status.since, status.last_error = True, time.monotonic(), None

@@ -119,6 +119,21 @@ async def cursor(reader: Reader, sink: str) -> int:
     return await _read(reader, read)
 
 
+async def begin_at_head(writer: Writer, sink: str) -> int | None:
+    """A sink never seen before starts after the newest event (``start = "now"``); one that
+    has a cursor keeps it. The seq it starts after, when its cursor was created here."""
+
+    def run(conn: sqlite3.Connection) -> int | None:
+        row = conn.execute(
+            "INSERT INTO sink_cursors (sink, seq) SELECT ?, coalesce(max(seq), 0) FROM events"
+            " WHERE true ON CONFLICT (sink) DO NOTHING RETURNING seq",
+            (sink,),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    return await writer.transact(run)
+
+
 async def save_cursor(writer: Writer, sink: str, seq: int) -> None:
     await writer.transact(lambda conn: conn.execute(_CURSOR, (sink, seq)))
 

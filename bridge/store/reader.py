@@ -110,6 +110,19 @@ class Reader:
         """One call's row (as :meth:`calls`), or None when the outbox does not know it."""
         return await self.run(lambda conn: _one_call(conn, source, subject))
 
+    async def count(self, *, after: int, types: tuple[str, ...] = ()) -> int:
+        """How many committed events with ``seq > after`` match ``types``."""
+        return await self._run(self._count, after, types)
+
+    def _count(self, after: int, types: tuple[str, ...]) -> int:
+        where, args = type_filter(types)
+        (count,) = (
+            self._conn()
+            .execute(f"SELECT count(*) FROM events WHERE seq > ? AND {where}", [after, *args])
+            .fetchone()
+        )
+        return int(count)
+
     async def head(self) -> int:
         """The newest committed ``seq`` (0 for an empty outbox)."""
         return await self._run(self._head)

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,6 +27,7 @@ import structlog
 from bridge.config import StorageConfig
 from bridge.errors import OutboxError, OverloadedError
 from bridge.events import Event
+from bridge.histogram import BATCH_EVENTS, LATENCY_S, Histogram
 from bridge.lifecycle import Service
 from bridge.store import schema
 from bridge.store.commit import Committed, Tally, commit, next_due, settle_due
@@ -81,8 +82,18 @@ class Writer:
         self.commit_failures = 0
         self.commit_seconds = 0.0
         self.committed_events = 0
+        # For /metrics: new events by (event source "/vendor/name", type); per transaction
+        # its seconds and the events submitted to it.
+        self.committed_by: Counter[tuple[str, str]] = Counter()
+        self.commit_latency = Histogram(LATENCY_S)
+        self.commit_events = Histogram(BATCH_EVENTS)
         self.tally = Tally()  # duplicates, late, folded, missed, revoked: for /metrics
         self.settle_failures = 0
+
+    def reconfigure(self, *, sinks: tuple[str, ...], settle_s: Mapping[str, float]) -> None:
+        """A reload's new sinks (for retention) and settle windows; each swapped whole."""
+        self._sinks = sinks
+        self._settle_s = dict(settle_s)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -218,7 +229,10 @@ class Writer:
             return
         self.commits += 1
         self.failing = None
-        self.commit_seconds += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        self.commit_seconds += elapsed
+        self.commit_latency.observe(elapsed)
+        self.commit_events.observe(sum(len(request.events) for request in batch))
         new: list[Committed] = []
         for request in batch:
             new.extend(request.committed)
@@ -229,6 +243,7 @@ class Writer:
     def _published(self, new: list[Committed]) -> None:
         self.committed_events += len(new)
         if new:
+            self.committed_by.update([(event.source, event.type) for event in new])
             try:
                 self._publish(new)
             except Exception:  # a consumer bug must not stop commits; consumers catch up
