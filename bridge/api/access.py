@@ -85,7 +85,6 @@ class Access:
             )
         return None
 
-
     def _refused(self, reason: str, request: web.Request, scope: Scope, **extra: str) -> None:
         self.refused += 1
         if reason == "no_token":
