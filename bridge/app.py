@@ -16,13 +16,13 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from bridge import __version__, banner, metrics, server, systemd
+from bridge import __version__, activity, banner, metrics, server, systemd
 from bridge.api import admin, calls, openapi, page, routes, sources
 from bridge.api.access import Access
 from bridge.api.hub import Hub
 from bridge.config import Config, SinkConfig, SourceConfig, WebhookSinkConfig
 from bridge.errors import ConfigError
-from bridge.lifecycle import Supervisor
+from bridge.lifecycle import Service, Supervisor
 from bridge.sinks.sink import Sink
 from bridge.sinks.webhook import WebhookSink
 from bridge.sources.http import Ingest
@@ -101,6 +101,10 @@ class Daemon:
             self.server = await server.start(self.web, config.server)
             stack.push_async_callback(self.server.close)
             self.port = self.server.port
+            # Once a minute, what each source did: for whoever reads the log.
+            reporting = Service("activity", lambda: activity.report(self))
+            self.supervisor.watch(reporting).start()
+            stack.push_async_callback(reporting.stop)
         except BaseException:
             await stack.__aexit__(None, None, None)
             raise

@@ -35,6 +35,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from bridge import __version__
+from bridge.api.access import Access
 from bridge.api.hub import Hub
 from bridge.histogram import Histogram
 from bridge.lifecycle import Supervisor
@@ -66,6 +67,9 @@ class Observed(Protocol):
     server: Server
     realtime: list[StompSource]
     sinks: list[Sink]
+    access: Access
+    reloads: int
+    reload_failures: int
 
 
 class BridgeCollector(Collector):
@@ -91,6 +95,19 @@ class BridgeCollector(Collector):
         )
         yield from _services(daemon.supervisor)
         yield from _sinks(daemon.sinks, daemon.writer.last_seq)
+        yield CounterMetricFamily(
+            "pbx_bridge_api_refused",
+            "API calls answered 401 (no valid token) or 403 (a scope missing)",
+            daemon.access.refused,
+        )
+        yield CounterMetricFamily(
+            "pbx_bridge_reloads", "Configuration reloads applied", daemon.reloads
+        )
+        yield CounterMetricFamily(
+            "pbx_bridge_reload_failures",
+            "Reloads refused (an invalid config: the running one went on)",
+            daemon.reload_failures,
+        )
 
 
 def _build_info() -> Metric:
@@ -346,7 +363,7 @@ def _sinks(sinks: Sequence[Sink], head: int) -> Iterator[Metric]:
     yield state
     yield _histogram(
         "pbx_bridge_sink_delivery_seconds",
-        "Webhook deliveries from the event's time to the receiver's 2xx",
+        "Webhook deliveries from the bridge receiving the event to the receiver's 2xx",
         ["sink"],
         latency,
     )
@@ -361,12 +378,23 @@ async def _held(quarantine: Quarantine) -> Held | None:
         return None
 
 
+class _Process(ProcessCollector):
+    """prometheus-client's process metrics, also where ``/proc/stat`` is hidden (systemd's
+    ``ProcSubset=pid``): without the boot time from there, it would report nothing at all."""
+
+    def _boot_time(self) -> float:
+        try:
+            return float(super()._boot_time())  # type: ignore[no-untyped-call]
+        except OSError:
+            return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
 def handler(daemon: Observed) -> Callable[[web.Request], Awaitable[web.Response]]:
     registry = CollectorRegistry(auto_describe=False)
     collector = BridgeCollector(daemon)
     registry.register(collector)
     # Our own instances, in our registry: the process's memory, CPU, open files; GC; Python.
-    ProcessCollector(registry=registry)
+    _Process(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
 

@@ -21,11 +21,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from structlog.testing import capture_logs
 
-from bridge import __version__
+from bridge import __version__, metrics
 from bridge.activity import Activity, report
 from bridge.app import Daemon
 from bridge.histogram import Histogram
@@ -653,3 +654,19 @@ def test_histogram_buckets_are_le_and_cumulative() -> None:
     assert histogram.cumulative() == [(0.1, 2), (1.0, 4), (float("inf"), 5)]
     assert histogram.count == 5
     assert histogram.sum == pytest.approx(8.65)
+
+
+def test_process_metrics_survive_a_hidden_proc_stat(tmp_path: Path) -> None:
+    """Under systemd's ProcSubset=pid only the process directories of /proc are visible: the
+    process metrics must still be there, with the right start time."""
+    (tmp_path / "self").symlink_to("/proc/self")  # a /proc with this process and no stat file
+    hidden = CollectorRegistry()
+    metrics._Process(registry=hidden, proc=str(tmp_path))
+    full = CollectorRegistry()
+    metrics._Process(registry=full)
+    started = hidden.get_sample_value("process_start_time_seconds")
+    assert started is not None
+    assert hidden.get_sample_value("process_resident_memory_bytes")
+    expected = full.get_sample_value("process_start_time_seconds")
+    assert expected is not None
+    assert abs(started - expected) < 2.0

@@ -103,6 +103,13 @@ class Dispatcher:
     def in_memory(self) -> int:
         return self._in_memory
 
+    def waiting(self) -> int:
+        """Events that failed at least once and will be tried again (one may be in flight).
+
+        A walk over what is in memory (``max_in_memory`` at most): for snapshots, not per event.
+        """
+        return sum(1 for calls in self._calls.values() for item in calls if item.attempts)
+
     def news(self) -> None:
         """New events were committed: there is more to read."""
         self.more = True
@@ -281,8 +288,8 @@ class Dispatcher:
         action = decision.action
         if action is policy.Action.DELIVERED:
             self.stats.delivered += 1
-            if item.time:
-                self.stats.latency.observe(max(0.0, now - _epoch(item.time)))
+            if item.received_at:  # from the vendor's push to the receiver's 2xx
+                self.stats.latency.observe(max(0.0, now - item.received_at))
             self._finish(item, Forget(item.seq) if item.recorded else None)
         elif action is policy.Action.RETRY:
             self.stats.retried += 1

@@ -40,13 +40,22 @@ class Item:
     time: str
     body: bytes
     attempts: int = 0
+    received_at: float = 0.0  # when the bridge received the event (epoch s)
     due: float = 0.0  # wall-clock time of its next attempt
     not_before: float = 0.0  # a Retry-After the receiver asked for
     recorded: bool = False  # in ``deliveries`` (waiting or held)
 
     @classmethod
     def of(cls, event: Committed) -> Item:
-        return cls(event.seq, event.subject, event.type, event.id, event.time, event.body)
+        return cls(
+            event.seq,
+            event.subject,
+            event.type,
+            event.id,
+            event.time,
+            event.body,
+            received_at=event.received_at,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -276,6 +276,7 @@ class WebhookSink:
             "lag": max(0, head - dispatcher.cursor),
             "in_flight": dispatcher.in_flight,
             "in_memory": dispatcher.in_memory,
+            "waiting": dispatcher.waiting(),  # for a retry
             "breaker": breaker.state,
             "failing_for_s": None if failing is None else round(self._wall() - failing, 3),
             "delivered": stats.delivered,

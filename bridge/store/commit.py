@@ -53,6 +53,7 @@ class Committed:
     body: bytes
     id: str = ""
     time: str = ""  # RFC 3339, as in the body (sinks read both without decoding it)
+    received_at: float = 0.0  # when the bridge received it (epoch s): delivery latency's start
 
 
 @dataclass(slots=True)
@@ -99,7 +100,9 @@ class _Batch:
         seq = self.seq
         body = encode(msgspec.structs.replace(out, seq=seq))
         self.rows.append((seq, out.id, out.type, out.source, out.subject, out.time, self.now, body))
-        into.append(Committed(seq, out.type, out.source, out.subject, body, out.id, out.time))
+        into.append(
+            Committed(seq, out.type, out.source, out.subject, body, out.id, out.time, self.now)
+        )
         if call is not None:
             call.first_seq = call.first_seq or seq
             call.last_seq = seq

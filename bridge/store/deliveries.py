@@ -58,13 +58,13 @@ async def load(reader: Reader, sink: str) -> Stored:
         ).fetchone()
         rows = conn.execute(
             "SELECT d.seq, d.subject, d.attempts, d.next_attempt_at, d.state, e.type, e.id,"
-            " e.time, e.body FROM deliveries d JOIN events e ON e.seq = d.seq"
+            " e.time, e.body, e.received_at FROM deliveries d JOIN events e ON e.seq = d.seq"
             " WHERE d.sink = ? AND d.state IN ('waiting', 'held') ORDER BY d.seq",
             (sink,),
         ).fetchall()
         items = []
-        for seq, subject, attempts, due, state, kind, event_id, time, body in rows:
-            item = Item(seq, subject, kind, event_id, time, bytes(body), attempts)
+        for seq, subject, attempts, due, state, kind, event_id, time, body, received in rows:
+            item = Item(seq, subject, kind, event_id, time, bytes(body), attempts, received)
             item.due = (due or 0.0) if state == "waiting" else 0.0
             item.recorded = True
             items.append(item)

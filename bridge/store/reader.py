@@ -91,13 +91,13 @@ class Reader:
         try:
             (head,) = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
             rows = conn.execute(
-                f"SELECT seq, type, source, subject, body, id, time FROM events"
+                f"SELECT seq, type, source, subject, body, id, time, received_at FROM events"
                 f" WHERE seq > ? AND seq <= ? AND {where} ORDER BY seq LIMIT ?",
                 [after, head, *args, limit],
             ).fetchall()
         finally:
             conn.execute("COMMIT")
-        events = [Committed(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
+        events = [Committed(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows]
         if len(events) == limit:
             return Page(events, events[-1].seq)
         return Page(events, max(after, head))
