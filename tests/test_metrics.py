@@ -36,17 +36,9 @@ from bridge.simulate.coral_realtime import RealtimeServer
 from bridge.throttle import Throttle
 from tests.conftest import base_url, daemon_config, until, until_true
 from tests.receiver import SECRET, Receiver, serve
+from tests.test_stomp_client import BRIDGE as ANSWERED  # a leg answered on the console
 
 DASHBOARD = Path(__file__).parent.parent / "docs" / "grafana-dashboard.json"
-ANSWERED = {
-    "uuid": "leg-1",
-    "name": "Caller",
-    "number": "09876543210",
-    "state": "CHANNEL_BRIDGE",
-    "topic": "OC_778",
-    "subTopic": "",
-    "talkingToNumber": "9001",
-}
 UNKNOWN_NAME = "no-such-pbx"
 # The pushes the fixture makes besides the simulators': the late ring, the bad push.
 EXTRA = {"coocenter": {"200": 1, "400": 1}}
