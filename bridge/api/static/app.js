@@ -221,6 +221,20 @@ function td(text, cls) {
   return el("td", { text: text ?? "—", cls });
 }
 
+// An action cell: a button (or none) and what its last click answered.
+function actionCell(button, result) {
+  const cell = el("td", { cls: "action" });
+  if (button) {
+    const node = el("button", { text: button.text, cls: button.cls });
+    node.type = "button";
+    node.disabled = Boolean(button.disabled);
+    node.addEventListener("click", () => button.run(node));
+    cell.append(node);
+  }
+  if (result) cell.append(el("span", { text: result, cls: "result" }));
+  return cell;
+}
+
 function pill(text, tone) {
   return el("span", { text, cls: "pill " + tone });
 }
@@ -326,16 +340,13 @@ function renderSinks(body) {
       sink.waiting ?? (sink.in_memory === undefined ? null : sink.in_memory - sink.in_flight);
     const dead = sink.dead;
     const deadCell = td(dead ?? "—", "num dead" + (dead ? " bad-text" : ""));
-    const action = el("td", { cls: "action" });
-    if (dead !== undefined) {
-      const button = el("button", { text: "Re-drive", cls: "redrive" });
-      button.type = "button";
-      button.disabled = !dead;
-      button.addEventListener("click", () => redrive(sink.name, button));
-      action.append(button);
-    }
-    const result = sinkResults.get(sink.name);
-    if (result) action.append(el("span", { text: result, cls: "result" }));
+    const action =
+      dead === undefined
+        ? actionCell(null, sinkResults.get(sink.name))
+        : actionCell(
+            { text: "Re-drive", cls: "redrive", disabled: !dead, run: (b) => redrive(sink.name, b) },
+            sinkResults.get(sink.name),
+          );
     return el(
       "tr",
       { data: { sink: sink.name } },
@@ -372,13 +383,10 @@ async function redrive(name, button) {
 function renderQuarantine(body) {
   const rows = body.entries.map((entry) => {
     const problem = [entry.field, entry.error].filter(Boolean).join(": ");
-    const action = el("td", { cls: "action" });
-    const button = el("button", { text: "Reprocess", cls: "reprocess" });
-    button.type = "button";
-    button.addEventListener("click", () => reprocess(entry.id, button));
-    action.append(button);
-    const result = quarantineResults.get(entry.id);
-    if (result) action.append(el("span", { text: result, cls: "result" }));
+    const action = actionCell(
+      { text: "Reprocess", cls: "reprocess", run: (b) => reprocess(entry.id, b) },
+      quarantineResults.get(entry.id),
+    );
     return el(
       "tr",
       { data: { entry: entry.id } },
