@@ -32,6 +32,9 @@ from bridge.config_auth import AuthNone as AuthNone
 from bridge.config_auth import AuthToken as AuthToken
 from bridge.config_auth import AuthWebkey as AuthWebkey
 from bridge.config_auth import vendor_auth_problem
+from bridge.config_commands import Provisioning as Provisioning
+from bridge.config_commands import SourceApi as SourceApi
+from bridge.config_commands import api_problems
 from bridge.config_realtime import RealtimeConfig as RealtimeConfig
 from bridge.config_realtime import realtime_problems
 from bridge.errors import ConfigError
@@ -79,6 +82,8 @@ class SourceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     quarantine_max_entries: _Positive = QUARANTINE_MAX_ENTRIES
     quarantine_max_bytes: _Positive = QUARANTINE_MAX_BYTES
     realtime: RealtimeConfig | None = None
+    api: SourceApi | None = None  # the PBX's own API: commands, queries, gap repair
+    provisioning: Provisioning | None = None  # a Call Control Manager for extension.provision
 
     @property
     def tz(self) -> ZoneInfo:
@@ -124,14 +129,15 @@ class StorageConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         return Path(self.data_dir) / "outbox.sqlite3"
 
 
-Scope = Literal["read", "admin"]
-SCOPES: tuple[Scope, ...] = ("read", "admin")
+Scope = Literal["read", "command", "admin"]
+SCOPES: tuple[Scope, ...] = ("read", "command", "admin")
 _Token = Annotated[str, msgspec.Meta(min_length=16)]
 
 
 class ApiToken(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A token with chosen scopes: ``read`` (events, streams, calls, sinks and sources lists),
-    ``admin`` (quarantine, dead letters, replay, reload; it implies ``read``)."""
+    ``command`` (commands to the PBXs), ``admin`` (quarantine, dead letters, replay, reload; it
+    implies the other two)."""
 
     token: _Token
     scopes: Annotated[tuple[Scope, ...], msgspec.Meta(min_length=1)] = ("read",)
@@ -431,6 +437,12 @@ def _check_source(
             for key, text in realtime_problems(source.realtime, source.vendor):
                 realtime_at = at / "realtime"
                 out.add(realtime_at / key if key else realtime_at, text)
+        if source.api is not None:
+            for key, text in api_problems(source.api, source.vendor):
+                api_at = at / "api"
+                out.add(api_at / key if key else api_at, text)
+    if source.provisioning is not None:
+        _check_url(source.provisioning.url, at / "provisioning" / "url", out)
     try:
         ZoneInfo(source.timezone)
     except (ZoneInfoNotFoundError, ValueError):

@@ -8,9 +8,15 @@
     │   └── UnsupportedMediaError   the body is not in the shape the vendor sends
     ├── AuthError            a request did not authenticate (nothing is stored)
     ├── TransportError       a request to a receiver got no response (refused, reset, TLS)
-    └── OutboxError          the outbox could not commit (the vendor will retry)
-        ├── OverloadedError  too many events are waiting for the writer
-        └── QuarantineFullError   a source's quarantine is at its cap: nothing new is kept
+    ├── OutboxError          the outbox could not commit (the vendor will retry)
+    │   ├── OverloadedError  too many events are waiting for the writer
+    │   └── QuarantineFullError   a source's quarantine is at its cap: nothing new is kept
+    └── CommandError         a command to a PBX did not succeed
+        ├── CommandInvalid   the command is wrong: unknown source or action, a bad argument
+        ├── CommandRefused   the PBX said no (bad key, unknown extension, busy): its message
+        │   └── SessionExpired   the PBX's login expired: log in again once and resend
+        ├── CommandNotSent   the PBX could not be reached: nothing was sent, safe to retry
+        └── CommandUnknown   sent, but no answer in time: it may have happened; never re-sent
 """
 
 from __future__ import annotations
@@ -99,3 +105,55 @@ class QuarantineFullError(OutboxError):
         self.held_bytes = held_bytes
         self.max_entries = max_entries
         self.max_bytes = max_bytes
+
+
+class CommandError(BridgeError):
+    """A command to a PBX did not succeed; ``code`` is stable for programs."""
+
+    code = "command_failed"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class CommandInvalid(CommandError):
+    """The command cannot be sent: ``field`` names what is wrong (``""`` for the whole body);
+    ``supported`` lists what the source can do, when the action was the problem."""
+
+    code = "invalid_command"
+
+    def __init__(self, field: str, problem: str, *, supported: Sequence[str] = ()) -> None:
+        super().__init__(f"{field}: {problem}" if field else problem)
+        self.field = field
+        self.problem = problem
+        self.supported = tuple(supported)
+
+
+class CommandRefused(CommandError):
+    """The PBX answered and refused: ``vendor_code`` and ``message`` are the vendor's own."""
+
+    code = "refused"
+
+    def __init__(self, message: str, *, vendor_code: str | None = None, status: int = 0) -> None:
+        super().__init__(message)
+        self.vendor_code = vendor_code
+        self.status = status
+
+
+class SessionExpired(CommandRefused):
+    """The PBX refused the login token (an HTTP 401, or its own code for it)."""
+
+    code = "session_expired"
+
+
+class CommandNotSent(CommandError):
+    """No request reached the PBX (connection refused, name not found, connect timeout)."""
+
+    code = "not_sent"
+
+
+class CommandUnknown(CommandError):
+    """The request was sent but no answer came in time: the PBX may have carried it out."""
+
+    code = "unknown"

@@ -1,8 +1,9 @@
 """Who may call the API: bearer tokens and their scopes, swapped whole on reload.
 
-``read`` opens events, streams, calls and the sinks and sources lists; ``admin`` adds what
-changes state or shows raw payloads (quarantine, dead letters, replay, reload) and implies
-``read``. With no tokens configured (a loopback listener) every call is allowed.
+``read`` opens events, streams, calls and the sinks and sources lists; ``command`` lets a CRM
+send commands to the PBXs (click-to-call, hangup, agent state) and read their capabilities and
+outcomes; ``admin`` adds what changes state or shows raw payloads (quarantine, dead letters,
+replay, reload) and implies both. With no tokens configured (a loopback listener) every call is allowed.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class Access:
         for index, grant in enumerate(config.grants):
             scopes: set[Scope] = set(grant.scopes)
             if "admin" in scopes:
-                scopes.add("read")
+                scopes.update(("read", "command"))
             grants.append(Grant(_encode(grant.token), frozenset(scopes), grant.name or f"#{index}"))
         self.config, self._grants = config, tuple(grants)
 
