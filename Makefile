@@ -37,6 +37,7 @@ test: lint
 
 docs: install-test
 	$(BIN)/python -m tests.docgen
+	$(BIN)/python -m tests.commandsdoc
 
 bench: install-test
 	$(BIN)/python -m bench.run $(ARGS)

@@ -17,9 +17,11 @@ import structlog
 from aiohttp import web
 
 from bridge import __version__, activity, banner, metrics, server, systemd
-from bridge.api import admin, calls, openapi, page, routes, sources
+from bridge.api import admin, calls, commands, openapi, page, routes, sources
 from bridge.api.access import Access
 from bridge.api.hub import Hub
+from bridge.commands.repair import Repairer
+from bridge.commands.service import Commander
 from bridge.config import Config, SinkConfig, SourceConfig, WebhookSinkConfig
 from bridge.errors import ConfigError
 from bridge.lifecycle import Service, Supervisor
@@ -62,6 +64,8 @@ class Daemon:
         self.reader: Reader
         self.ingest: Ingest
         self.quarantine: Quarantine
+        self.commander: Commander
+        self.repairer: Repairer
         self.realtime: list[StompSource] = []
         self.sinks: list[Sink] = []
         self.reloads = 0
@@ -90,6 +94,12 @@ class Daemon:
             self.quarantine = Quarantine(
                 self.writer, self.reader, resolver(config.sources), sources=config.sources
             )
+            # Commands: a crash's unfinished ones concluded before any new one is taken.
+            self.commander = Commander(config, self.writer, self.reader)
+            stack.push_async_callback(self.commander.close)
+            self.repairer = Repairer(self.commander, self.writer, self.reader)
+            stack.push_async_callback(self.repairer.close)
+            await self.commander.recover()
             stack.push_async_callback(self._close_realtime)
             for source in config.sources:
                 if source.realtime is not None:
@@ -128,6 +138,7 @@ class Daemon:
             vendor=source.vendor,
             quarantine=self.quarantine,
             reader=self.reader,
+            on_gap=self.repairer.after_gap,
         )
         await realtime.__aenter__()
         self.realtime.append(realtime)
@@ -211,6 +222,7 @@ class Daemon:
             self.ingest.reconfigure(new)
             calls.configure(self.web, new)
             self.access.configure(new.api)
+            self.commander.configure(new)
             logging.getLogger().setLevel(new.logging.level.upper())
             for source in new.sources:
                 wanted = source.name in sources["added"] or source.name in sources["changed"]
@@ -257,6 +269,7 @@ class Daemon:
         sources.add_routes(app, self)
         page.add_routes(app)  # the status page at /
         openapi.add_routes(app)
+        commands.add_routes(app, self.commander, self.repairer)
         app.router.add_post("/v1/reload", admin.guarded(self._reload, "admin"))
         app.router.add_get("/metrics", metrics.handler(self))
         app.router.add_get("/healthz", self._healthz)

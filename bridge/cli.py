@@ -236,6 +236,9 @@ def _parser() -> argparse.ArgumentParser:
     calls.add_argument("--json", action="store_true", help="one JSON record per line")
     _api_args(calls)
 
+    from bridge import cli_commands
+
+    cli_commands.add_parsers(commands, _command, _api_args)
     _simulators(commands)
     return parser
 
@@ -336,6 +339,9 @@ def _simulators(commands: Any) -> None:
     callog.add_argument("--token-param", default="token", help="the query parameter's name")
     _sim_common(callog)
     _sim_zone(callog)
+    from bridge import cli_simulate_api
+
+    cli_simulate_api.add_parsers(vendors, _command, base)
 
 
 def _env(name: str) -> str | None:
@@ -443,6 +449,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _sink_command(args)
     if args.command == "calls":
         return asyncio.run(calls_command(args))
+    from bridge import cli_commands
+
+    if args.command in cli_commands.NAMES:
+        return cli_commands.main(args)
     if args.command == "quarantine":
         from bridge import opscli
 
@@ -562,6 +572,10 @@ def _tail(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     from bridge.simulate import callog, coocenter, coral, oncall
 
+    if args.vendor.endswith("-api"):
+        from bridge import cli_simulate_api
+
+        return cli_simulate_api.run(args)
     if args.vendor == "coral-realtime":
         from bridge.simulate import coral_realtime
 

@@ -18,7 +18,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import msgspec
@@ -527,9 +527,44 @@ def load(path: str | Path | None) -> Config:
     return from_dict(raw)
 
 
+# Where the embedded default's sources reach their PBX's API: the loopback ports and made-up
+# credentials `pbx-bridge simulate <vendor>-api` uses by default, so a newcomer's click-to-call
+# reaches a simulated PBX with no config at all.
+SIMULATED_APIS: Final[dict[str, dict[str, Any]]] = {
+    "coocenter": {"url": "http://127.0.0.1:8091"},
+    "coral": {"url": "http://127.0.0.1:8092", "api_key": "dev-coral-key"},
+    "oncall": {
+        "url": "http://127.0.0.1:8093",
+        "username": "dev-tenant",
+        "password": "dev-password",
+        "domain": "sim-tenant.invalid",
+        "call_extension": "101",
+        "call_password": "dev-web-password",
+    },
+    "callog": {
+        "url": "http://127.0.0.1:8094",
+        "api_key": "dev-ivr-key",
+        "customer_id": "dev-customer",
+    },
+}
+SIMULATED_PROVISIONING: Final = {
+    "url": "http://127.0.0.1:8095/api.aspx",
+    "security_key": "dev-ccm-key",
+}
+
+
 def default() -> Config:
-    """The embedded default: loopback, ``./var``, one unauthenticated source per vendor."""
-    return from_dict({"sources": [{"name": name, "vendor": name} for name in IMPLEMENTED_VENDORS]})
+    """The embedded default: loopback, ``./var``, one unauthenticated source per vendor, each
+    with its API at the simulated PBX's default address."""
+    sources: list[dict[str, Any]] = []
+    for name in IMPLEMENTED_VENDORS:
+        source: dict[str, Any] = {"name": name, "vendor": name}
+        if name in SIMULATED_APIS:
+            source["api"] = SIMULATED_APIS[name]
+        if name == "coocenter":
+            source["provisioning"] = SIMULATED_PROVISIONING
+        sources.append(source)
+    return from_dict({"sources": sources})
 
 
 def override(config: Config, *, listen: str | None, data_dir: str | None) -> Config:

@@ -39,10 +39,15 @@ class SourceApi(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     agent_name: str | None = None
     api_name_in: CoralApiNameIn = "path"
     api_name_key: Annotated[str, msgspec.Meta(min_length=1)] = "api"
-    # OnCall / PortSIP: the tenant account whose token is kept and refreshed before it expires.
+    # OnCall / PortSIP: the tenant account whose token is kept and refreshed before it expires,
+    # and what its make-call (api/extensions/call) needs: the tenant's SIP domain and an
+    # extension whose web access password authorises the calls.
     username: _Secret | None = None
     password: _Secret | None = None
     token_refresh_margin_s: Annotated[float, msgspec.Meta(ge=0)] = 60.0
+    domain: str | None = None
+    call_extension: str | None = None
+    call_password: _Secret | None = None
     # Zycoo CooCenter: the WEBKEY of its API page (Authorization: md5(WEBKEY + date)), if set.
     webkey: _Secret | None = None
     # Cloud IVR: the customer id sent as custid beside apikey.
@@ -66,7 +71,10 @@ _KEYS: Final[dict[str, tuple[frozenset[str], frozenset[str]]]] = {
             {"agent_ip", "agent_number", "agent_id", "agent_name", "api_name_in", "api_name_key"}
         ),
     ),
-    "oncall": (frozenset({"username", "password"}), frozenset({"token_refresh_margin_s"})),
+    "oncall": (
+        frozenset({"username", "password"}),
+        frozenset({"token_refresh_margin_s", "domain", "call_extension", "call_password"}),
+    ),
     "coocenter": (frozenset(), frozenset({"webkey"})),
     "callog": (frozenset({"api_key", "customer_id"}), frozenset()),
 }

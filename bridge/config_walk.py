@@ -26,7 +26,21 @@ _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 # Keys whose values are credentials: never echoed in an error (and masked by config_show).
-SECRET_KEYS = frozenset({"token", "tokens", "password", "passcode", "webkey", "secrets", "user"})
+SECRET_KEYS = frozenset(
+    {
+        "token",
+        "tokens",
+        "password",
+        "passcode",
+        "webkey",
+        "secrets",
+        "user",
+        "api_key",
+        "security_key",
+        "call_password",
+        "customer_id",
+    }
+)
 # Tables every value of which is a credential, whatever its key (a receiver's headers).
 SECRET_TABLES = frozenset({"headers"})
 # Keys whose values are URLs: they may carry user info or credentials in their query.

@@ -39,8 +39,12 @@ TYPES: Final = CALL_TYPES | {
     "agent.state",
     "pbx.health",
     "source.status",
+    "command.requested",
+    "command.succeeded",
+    "command.failed",
     "raw.unmapped",
 }
+COMMAND_TYPES: Final = frozenset({"command.requested", "command.succeeded", "command.failed"})
 
 DIRECTIONS: Final = ("inbound", "outbound", "internal")
 DISPOSITIONS: Final = ("answered", "no_answer", "busy", "failed", "cancelled", "abandoned")

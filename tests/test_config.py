@@ -379,6 +379,14 @@ PUBLIC_STRING_KEYS = {
     "expire_s",
     "stream",
     "subject_prefix",
+    "agent_ip",
+    "agent_number",
+    "agent_id",
+    "agent_name",
+    "api_name_in",
+    "api_name_key",
+    "domain",
+    "call_extension",
 }
 
 

@@ -157,7 +157,7 @@ def test_type_pattern_far_from_anything_lists_the_families() -> None:
     err = error_of({"sinks": [{**webhook(), "types": ["zzz"]}]})
     assert err.problem == (
         "'zzz' matches no event type; expected '*', an event type, or a family: agent.*, call.*,"
-        " extension.*, ivr.*, pbx.*, raw.*, source.*"
+        " command.*, extension.*, ivr.*, pbx.*, raw.*, source.*"
     )
 
 

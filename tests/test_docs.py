@@ -9,7 +9,7 @@ import jsonschema
 import msgspec
 import pytest
 
-from tests import docgen
+from tests import commandsdoc, docgen
 from tests.fixtureutil import load_fixtures
 
 SCHEMA = json.loads(
@@ -17,6 +17,11 @@ SCHEMA = json.loads(
 )
 VENDORS = sorted(docgen.NORMALIZERS)
 CASES = [(vendor, case, fixture) for vendor in VENDORS for case, fixture in load_fixtures(vendor)]
+
+
+def test_commands_page_is_up_to_date() -> None:
+    """docs/commands.md is what `make docs` generates from the command adapters now."""
+    assert commandsdoc.PAGE.read_text(encoding="utf-8") == commandsdoc.render(), "run `make docs`"
 
 
 def test_events_page_is_up_to_date() -> None:

@@ -1,9 +1,10 @@
 """Who may call the API: bearer tokens and their scopes, swapped whole on reload.
 
 ``read`` opens events, streams, calls and the sinks and sources lists; ``command`` lets a CRM
-send commands to the PBXs (click-to-call, hangup, agent state) and read their capabilities and
-outcomes; ``admin`` adds what changes state or shows raw payloads (quarantine, dead letters,
-replay, reload) and implies both. With no tokens configured (a loopback listener) every call is allowed.
+send commands to the PBXs (click-to-call, hangup, agent state) and read their capabilities
+and outcomes; ``admin`` adds what changes state or shows raw payloads (quarantine, dead
+letters, replay, reload, gap repair) and implies both. With no tokens configured (a loopback
+listener) every call is allowed.
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ class Access:
             if hmac.compare_digest(wanted, grant.token):
                 found = grant
         return found
+
+    def grant_of(self, request: web.Request) -> Grant | None:
+        """The grant a request presents (None without one, or with no tokens configured)."""
+        return None if self.open else self.grant(presented_token(request))
 
     def denied(self, request: web.Request, scope: Scope) -> web.Response | None:
         """None when the request may go on; else the 401 (no valid token) or 403 to answer."""

@@ -86,7 +86,7 @@ CALL_ID: Final = Arg(name="call_id", summary="the vendor's call id (data.call_id
 EXTENSION: Final = Arg(name="extension", summary="the extension number")
 AGENT: Final = Arg(name="agent", summary="the agent's id or number, as the PBX knows it")
 QUEUE: Final = Arg(name="queue", summary="the queue (or skill group) code")
-REASON: Final = Arg(name="reason", summary="why: a pause reason or a disposition, as the PBX takes it")
+REASON: Final = Arg(name="reason", summary="why: a pause reason, as the PBX takes it")
 AVAILABLE: Final = Arg(name="available", summary="true: take calls; false: stop", kind="boolean")
 CALLER_ID: Final = Arg(name="caller_id", summary="the number to show to the called party")
 OPERATION: Final = Arg(
@@ -205,6 +205,8 @@ def _value(arg: Arg, value: object) -> object:
             raise CommandInvalid(where, f"expected true or false, got {value!r}")
         return value
     if arg.kind == "integer":
+        if isinstance(value, str) and value.isdigit():  # from a command line or a form
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise CommandInvalid(where, f"expected a whole number from 1, got {value!r}")
         return value

@@ -132,10 +132,3 @@ class ApiServer:
                 await task
         if self._runner is not None:
             await self._runner.cleanup()
-
-
-async def serve_forever(server: ApiServer, *, banner: str, out: Any) -> None:
-    """``pbx-bridge simulate <vendor>-api``: serve until interrupted."""
-    async with server:
-        print(banner.format(url=server.url), file=out, flush=True)
-        await asyncio.Event().wait()

@@ -80,9 +80,11 @@ class StompSource:
         reader: Reader | None = None,
         clock: Clock = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
+        on_gap: Callable[[str], None] | None = None,
     ) -> None:
         assert source.realtime is not None
         self.name = source.name
+        self._on_gap = on_gap  # told the source's name after a connect that ended a gap
         self._config: RealtimeConfig = source.realtime
         self._clock = clock
         self._rng = rng or random.Random()
@@ -265,6 +267,8 @@ class StompSource:
         shown = redact.url(self._config.url)
         log.info("realtime_connected", url=shown, heartbeat_ms=heartbeat_ms, **gap)
         await self._intake.status("connected", url=shown, **gap)
+        if gap and self._on_gap is not None:
+            self._on_gap(self.name)  # e.g. ask the PBX which calls are still active
 
     async def _down(self, state: str, reason: str | None) -> None:
         """The stream stopped (``disconnected`` with a reason, or ``stopped``): commit it."""

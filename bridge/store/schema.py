@@ -125,6 +125,12 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     """
     ALTER TABLE quarantine ADD COLUMN channel TEXT NOT NULL DEFAULT 'http';
     """,
+    # 7: commands. Their requests and outcomes are events (the stream is the audit log); this
+    # partial index holds only the requests, so finding the ones a crash left without an
+    # outcome does not scan the events.
+    """
+    CREATE INDEX events_command_requests ON events (seq) WHERE type = 'command.requested';
+    """,
 )
 
 

@@ -1,0 +1,524 @@
+"""The command service: every command durable, idempotent, limited, and audited.
+
+The path of a command (``POST /v1/commands``):
+
+1. **Checked** (:func:`bridge.commands.actions.check`): the source exists and has an API, it
+   supports the action, the arguments fit. A bad command is refused before anything is stored.
+2. **Limited**: a token bucket per source (``rate_per_s``, ``burst``) answers 429 rather than
+   queue a burst at the PBX; at most ``concurrency`` commands per source are in flight.
+3. **Requested**: a ``command.requested`` event is committed *before* anything is sent, so a
+   crash can never leave a dial with no trace.
+4. **Sent** through the adapter and the driver, in a task the service owns (a CRM that hangs up
+   does not cut a command in half).
+5. **Concluded**: ``command.succeeded`` or ``command.failed`` is committed, with the result or
+   the vendor's own message, and that is the answer.
+
+An ``Idempotency-Key`` names the command: its events' ids derive from it, so the CRM's retry
+finds the stored outcome (or joins the command still in flight) instead of dialling twice, in
+this process or after a restart. A command whose request was sent and never answered is
+``outcome: "unknown"`` and is never sent again by the bridge; one that a crash interrupted is
+concluded the same way when the daemon starts again (:meth:`Commander.recover`).
+
+Queries (``calls.active``, ``extensions.status``, ``calls.history``) change nothing at the PBX:
+they are limited the same way but answered directly, not written to the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import msgspec
+import structlog
+
+from bridge.commands import actions, registry
+from bridge.commands.actions import Action
+from bridge.commands.adapter import Adapter
+from bridge.commands.driver import Driver
+from bridge.commands.model import Command, Result
+from bridge.config import Config, SourceConfig
+from bridge.errors import CommandError, CommandInvalid, CommandRefused
+from bridge.events import Event, decode, event_id, rfc3339
+from bridge.store import commands as sql
+from bridge.store.reader import Reader
+from bridge.store.writer import Writer
+
+log = structlog.get_logger("bridge.commands")
+
+MAX_KEY: Final = 255
+RECENT: Final = 256  # outcomes kept in memory for a retry when their commit failed
+DRAIN_S: Final = 5.0  # at shutdown, how long commands in flight may finish
+# HTTP status of an outcome: the PBX refused (422), was never reached (502, safe to retry),
+# or may have acted (504, never re-sent).
+STATUS: Final = {"succeeded": 200, "refused": 422, "not_sent": 502, "unknown": 504}
+
+
+class RateLimited(CommandError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Conflict(CommandError):
+    """An Idempotency-Key already names a different command."""
+
+    code = "idempotency_conflict"
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """An action as one source supports it: the adapter that sends it, and its timeouts."""
+
+    action: Action
+    adapter: Adapter
+    timeout_s: float
+    connect_timeout_s: float
+
+
+class _Lane:
+    """A source's limits: a token bucket and a cap on commands in flight."""
+
+    def __init__(self, *, rate_per_s: float, burst: int, concurrency: int) -> None:
+        self.rate_per_s, self.burst = rate_per_s, burst
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+        self.slots = asyncio.Semaphore(concurrency)
+
+    def take(self) -> float | None:
+        """None when a command may go now; else the seconds until one may."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate_per_s)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return None
+        return (1 - self.tokens) / self.rate_per_s
+
+
+def bound_actions(source: SourceConfig) -> dict[str, Bound]:
+    """Every action ``source`` supports, from its ``api`` and ``provisioning`` tables."""
+    out: dict[str, Bound] = {}
+    adapter = registry.ADAPTERS.get(source.vendor)
+    if source.api is not None and adapter is not None:
+        for name, action in adapter.actions.items():
+            out[name] = Bound(action, adapter, source.api.timeout_s, source.api.connect_timeout_s)
+    ccm = registry.PROVISIONING
+    if (prov := source.provisioning) is not None and ccm is not None:
+        for name, action in ccm.actions.items():
+            out[name] = Bound(action, ccm, prov.timeout_s, prov.connect_timeout_s)
+    return out
+
+
+def capabilities(source: SourceConfig) -> dict[str, Any]:
+    """What ``GET /v1/sources/{name}/capabilities`` answers."""
+    bound = bound_actions(source)
+    return {
+        "source": source.name,
+        "vendor": source.vendor,
+        "actions": {
+            name: {
+                "summary": item.action.summary,
+                "query": item.action.query,
+                "via": "provisioning" if item.adapter is registry.PROVISIONING else "api",
+                "args": item.action.schema(),
+            }
+            for name, item in sorted(bound.items())
+        },
+    }
+
+
+def _command_id(key: str | None) -> str:
+    return event_id("command", key) if key is not None else str(uuid.uuid4())
+
+
+def _outcome_id(command_id: str) -> str:
+    return event_id("command", command_id, "outcome")
+
+
+class Commander:
+    def __init__(
+        self,
+        config: Config,
+        writer: Writer,
+        reader: Reader,
+        *,
+        driver: Driver | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._writer, self._reader = writer, reader
+        self.driver = driver or Driver(clock=clock)
+        self._clock = clock
+        self._sources: dict[str, SourceConfig] = {}
+        self._lanes: dict[str, _Lane] = {}
+        self._inflight: dict[str, tuple[tuple[str, str, str], asyncio.Future[dict[str, Any]]]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._recent: dict[str, tuple[tuple[str, str, str], dict[str, Any]]] = {}
+        self.counts: dict[tuple[str, str], int] = {}  # (source, outcome) -> commands
+        self.configure(config)
+
+    def configure(self, config: Config) -> None:
+        """The sources as of ``config``; an unchanged source keeps its limits and login."""
+        old = self._sources
+        self._sources = {source.name: source for source in config.sources}
+        for name, source in self._sources.items():
+            if old.get(name) != source or name not in self._lanes:
+                api = source.api
+                self._lanes[name] = _Lane(
+                    rate_per_s=api.rate_per_s if api else 5.0,
+                    burst=api.burst if api else 10,
+                    concurrency=api.concurrency if api else 4,
+                )
+                self.driver.forget(name)
+        for name in set(self._lanes) - set(self._sources):
+            del self._lanes[name]
+
+    def source(self, name: str) -> SourceConfig | None:
+        return self._sources.get(name)
+
+    @property
+    def reader(self) -> Reader:
+        return self._reader
+
+    def pending(self, command_id: str) -> bool:
+        return command_id in self._inflight
+
+    @staticmethod
+    def outcome_id(command_id: str) -> str:
+        return _outcome_id(command_id)
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def parse(self, body: object) -> tuple[SourceConfig, Bound, Command]:
+        """The checked command in a request body, or :class:`CommandInvalid`."""
+        if not isinstance(body, Mapping):
+            raise CommandInvalid("", "expected a JSON object {source, action, args}")
+        for name in body:
+            if name not in ("source", "action", "args"):
+                raise CommandInvalid(name, "unknown key: expected source, action, args")
+        name, action = body.get("source"), body.get("action")
+        if not isinstance(name, str) or not name:
+            raise CommandInvalid("source", "required: the name of a configured source")
+        source = self._sources.get(name)
+        if source is None:
+            known = ", ".join(sorted(self._sources)) or "none"
+            raise CommandInvalid("source", f"no source named {name!r} (configured: {known})")
+        bound = bound_actions(source)
+        if not isinstance(action, str) or action not in bound:
+            supported = sorted(bound)
+            if not supported:
+                problem = (
+                    f"source {name!r} ({source.vendor}) takes no commands: give it an"
+                    " [sources.api] table"
+                )
+            else:
+                shown = repr(action) if isinstance(action, str) else "required"
+                problem = (
+                    f"{shown}: {source.vendor} source {name!r} supports {', '.join(supported)}"
+                )
+            raise CommandInvalid("action", problem, supported=supported)
+        item = bound[action]
+        args = actions.check(item.action, body.get("args", {}))
+        return source, item, Command(source=name, action=action, args=args)
+
+    async def submit(
+        self, body: object, *, key: str | None = None, by: str = ""
+    ) -> tuple[int, dict[str, Any]]:
+        """Run the command in ``body``; returns the HTTP status and the answer."""
+        if key is not None and (not key or len(key) > MAX_KEY or not key.isprintable()):
+            raise CommandInvalid("Idempotency-Key", f"expected 1 to {MAX_KEY} printable characters")
+        source, item, command = self.parse(body)
+        if item.action.query:
+            result = await self._query(source, item, command)
+            return 200, {
+                "source": source.name,
+                "action": command.action,
+                "outcome": "succeeded",
+                "result": result.data,
+                **({"message": result.message} if result.message else {}),
+            }
+        command_id = _command_id(key)
+        fingerprint = (command.source, command.action, _canonical(command.args))
+        joined = self._inflight.get(command_id)
+        if joined is not None:
+            if joined[0] != fingerprint:
+                raise Conflict(f"Idempotency-Key {key!r} already names a different command")
+            answer = await asyncio.shield(joined[1])
+            return _status(answer), {**answer, "replayed": True}
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._inflight[command_id] = (fingerprint, future)
+        task = asyncio.get_running_loop().create_task(
+            self._execute(source, item, command, command_id, key, by, fingerprint)
+        )
+        self._tasks.add(task)
+
+        def done(task: asyncio.Task[dict[str, Any]]) -> None:
+            self._tasks.discard(task)
+            self._inflight.pop(command_id, None)
+            if future.done():
+                return
+            if task.cancelled():
+                future.cancel()
+            elif (exc := task.exception()) is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(task.result())
+
+        task.add_done_callback(done)
+        answer = await asyncio.shield(future)
+        return _status(answer), answer
+
+    async def _execute(
+        self,
+        source: SourceConfig,
+        item: Bound,
+        command: Command,
+        command_id: str,
+        key: str | None,
+        by: str,
+        fingerprint: tuple[str, str, str],
+    ) -> dict[str, Any]:
+        outcome_id = _outcome_id(command_id)
+        if key is not None:
+            if (recent := self._recent.get(command_id)) is not None:
+                if recent[0] != fingerprint:
+                    raise Conflict(f"Idempotency-Key {key!r} already names a different command")
+                return {**recent[1], "replayed": True}
+            stored = await self._reader.run(lambda c: sql.bodies(c, [command_id, outcome_id]))
+            if command_id in stored:
+                requested = decode(stored[command_id])
+                if _fingerprint(requested) != fingerprint:
+                    raise Conflict(f"Idempotency-Key {key!r} already names a different command")
+                if outcome_id in stored:
+                    return {**answer_of(requested, decode(stored[outcome_id])), "replayed": True}
+                # Requested by a run that ended before its outcome: concluded, never re-sent.
+                return {**await self._conclude_interrupted(requested), "replayed": True}
+        self._limit(source)
+        now = self._clock()
+        requested = _event(
+            source,
+            "command.requested",
+            command_id,
+            command.action,
+            now,
+            {
+                "command_id": command_id,
+                "action": command.action,
+                "args": dict(command.args),
+                "idempotency_key": key,
+                "requested_by": by or None,
+            },
+        )
+        committed = await self._writer.submit([requested])
+        if not committed:  # already stored: whoever stored it owns it; never send twice
+            stored = await self._reader.run(lambda c: sql.bodies(c, [command_id, outcome_id]))
+            requested = decode(stored[command_id]) if command_id in stored else requested
+            if outcome_id in stored:
+                return answer_of(requested, decode(stored[outcome_id]))
+            return await self._conclude_interrupted(requested)
+        requested = msgspec.structs.replace(requested, seq=committed[0].seq)
+        log.info("command_requested", source=source.name, action=command.action, id=command_id)
+        lane = self._lanes[source.name]
+        started = time.monotonic()
+        async with lane.slots:
+            try:
+                result = await self.driver.run(
+                    item.adapter,
+                    command,
+                    source,
+                    timeout_s=item.timeout_s,
+                    connect_timeout_s=item.connect_timeout_s,
+                )
+            except CommandError as exc:
+                outcome = _failure(exc)
+            else:
+                outcome = {"outcome": "succeeded", "result": result.data}
+                if result.message:
+                    outcome["message"] = result.message
+        outcome["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
+        return await self._conclude(source, requested, outcome)
+
+    async def _conclude(
+        self, source: SourceConfig, requested: Event, outcome: dict[str, Any]
+    ) -> dict[str, Any]:
+        command_id = requested.data["command_id"]
+        kind = "command.succeeded" if outcome["outcome"] == "succeeded" else "command.failed"
+        event = _event(
+            source,
+            kind,
+            _outcome_id(command_id),
+            requested.vendorevent,
+            self._clock(),
+            {"command_id": command_id, "action": requested.data["action"], **outcome},
+        )
+        self.counts[source.name, outcome["outcome"]] = (
+            self.counts.get((source.name, outcome["outcome"]), 0) + 1
+        )
+        error = outcome.get("error", {})
+        log.info(
+            "command_concluded",
+            source=source.name,
+            action=requested.data["action"],
+            id=command_id,
+            outcome=outcome["outcome"],
+            code=error.get("code"),
+            vendor_message=error.get("message"),
+        )
+        try:
+            committed = await self._writer.submit([event])
+        except Exception as exc:  # the command happened: say so, even if the record failed
+            log.error("command_outcome_not_stored", id=command_id, error=str(exc))
+            answer = answer_of(requested, event)
+            self._remember(requested, answer)
+            return answer
+        if committed:
+            event = msgspec.structs.replace(event, seq=committed[0].seq)
+        answer = answer_of(requested, event)
+        self._remember(requested, answer)
+        return answer
+
+    async def _conclude_interrupted(self, requested: Event) -> dict[str, Any]:
+        name = requested.source.rsplit("/", 1)[-1]
+        source = self._sources.get(name) or SourceConfig(name=name, vendor=requested.vendor)
+        return await self._conclude(
+            source,
+            requested,
+            {
+                "outcome": "unknown",
+                "error": {
+                    "code": "interrupted",
+                    "message": "the bridge stopped while this command was in flight: it may"
+                    " have reached the PBX, and is not sent again",
+                },
+            },
+        )
+
+    def _remember(self, requested: Event, answer: dict[str, Any]) -> None:
+        self._recent[requested.data["command_id"]] = (_fingerprint(requested), answer)
+        while len(self._recent) > RECENT:
+            del self._recent[next(iter(self._recent))]
+
+    def _limit(self, source: SourceConfig) -> None:
+        wait_s = self._lanes[source.name].take()
+        if wait_s is not None:
+            raise RateLimited(
+                f"source {source.name!r} takes at most"
+                f" {source.api.rate_per_s if source.api else 0:g} commands a second",
+                retry_after_s=wait_s,
+            )
+
+    async def _query(self, source: SourceConfig, item: Bound, command: Command) -> Result:
+        self._limit(source)
+        async with self._lanes[source.name].slots:
+            return await self.driver.run(
+                item.adapter,
+                command,
+                source,
+                timeout_s=item.timeout_s,
+                connect_timeout_s=item.connect_timeout_s,
+            )
+
+    async def query(self, source_name: str, action: str, args: Mapping[str, Any]) -> Result:
+        """Run a query action for the bridge itself (gap repair, reconcile)."""
+        source, item, command = self.parse({"source": source_name, "action": action, "args": args})
+        return await self._query(source, item, command)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def recover(self) -> int:
+        """Conclude every command a previous run left without an outcome: ``unknown``."""
+        requests = await self._reader.run(sql.requests)
+        ids = [_outcome_id(decode(body).data["command_id"]) for _, body in requests]
+        done = await self._reader.run(lambda c: sql.bodies(c, ids))
+        open_ = [
+            decode(body) for (_, body), oid in zip(requests, ids, strict=True) if oid not in done
+        ]
+        for requested in open_:
+            await self._conclude_interrupted(requested)
+        if open_:
+            log.warning("commands_interrupted", count=len(open_))
+        return len(open_)
+
+    async def close(self, drain_s: float = DRAIN_S) -> None:
+        """Let commands in flight finish for up to ``drain_s``; the rest are cut (and concluded
+        ``unknown`` at the next start)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=drain_s)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.driver.close()
+
+
+def _status(answer: Mapping[str, Any]) -> int:
+    if answer["outcome"] == "succeeded":
+        return 200
+    code = answer.get("error", {}).get("code")
+    if answer["outcome"] == "unknown":
+        return STATUS["unknown"]
+    return STATUS["not_sent"] if code == "not_sent" else STATUS["refused"]
+
+
+def _failure(exc: CommandError) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    if isinstance(exc, CommandRefused):
+        if exc.vendor_code:
+            error["vendor_code"] = exc.vendor_code
+        if exc.status:
+            error["vendor_status"] = exc.status
+    outcome = "unknown" if exc.code == "unknown" else "failed"
+    return {"outcome": outcome, "error": error}
+
+
+def _canonical(args: Mapping[str, Any]) -> str:
+    return repr(sorted(args.items()))
+
+
+def _fingerprint(requested: Event) -> tuple[str, str, str]:
+    name = requested.source.rsplit("/", 1)[-1]
+    return (name, requested.data["action"], _canonical(requested.data.get("args", {})))
+
+
+def _event(
+    source: SourceConfig, kind: str, id_: str, action: str, now: float, data: dict[str, Any]
+) -> Event:
+    return Event(
+        id=id_,
+        source=f"/{source.vendor}/{source.name}",
+        type=kind,
+        time=rfc3339(datetime.fromtimestamp(now, UTC)),
+        subject=f"command/{data['command_id']}",
+        vendor=source.vendor,
+        vendorevent=action,
+        data={key: value for key, value in data.items() if value is not None},
+    )
+
+
+def answer_of(requested: Event, outcome: Event) -> dict[str, Any]:
+    """The API's answer for a command, from its two events."""
+    data = outcome.data
+    answer: dict[str, Any] = {
+        "id": requested.data["command_id"],
+        "source": requested.source.rsplit("/", 1)[-1],
+        "action": requested.data["action"],
+        "args": requested.data.get("args", {}),
+        "outcome": data["outcome"],
+    }
+    for key in ("result", "error", "message", "duration_ms"):
+        if key in data:
+            answer[key] = data[key]
+    answer["requested_at"] = requested.time
+    answer["finished_at"] = outcome.time
+    if requested.data.get("idempotency_key") is not None:
+        answer["idempotency_key"] = requested.data["idempotency_key"]
+    if requested.seq is not None:
+        answer["requested_seq"] = requested.seq
+    if outcome.seq is not None:
+        answer["outcome_seq"] = outcome.seq
+    return answer
