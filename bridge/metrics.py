@@ -37,6 +37,8 @@ from prometheus_client.registry import Collector
 from bridge import __version__
 from bridge.api.access import Access
 from bridge.api.hub import Hub
+from bridge.commands.repair import Repairer
+from bridge.commands.service import Commander
 from bridge.histogram import Histogram
 from bridge.lifecycle import Supervisor
 from bridge.server import Server
@@ -70,6 +72,8 @@ class Observed(Protocol):
     access: Access
     reloads: int
     reload_failures: int
+    commander: Commander
+    repairer: Repairer
 
 
 class BridgeCollector(Collector):
@@ -100,6 +104,7 @@ class BridgeCollector(Collector):
             "API calls answered 401 (no valid token) or 403 (a scope missing)",
             daemon.access.refused,
         )
+        yield from _commands(daemon.commander, daemon.repairer)
         yield CounterMetricFamily(
             "pbx_bridge_reloads", "Configuration reloads applied", daemon.reloads
         )
@@ -228,6 +233,28 @@ def _fan_out(hub: Hub) -> Iterator[Metric]:
         "pbx_bridge_subscriber_overflows",
         "Times a slow subscriber was switched to catch-up from the outbox",
         hub.total_overflows,
+    )
+
+
+def _commands(commander: Commander, repairer: Repairer) -> Iterator[Metric]:
+    concluded = CounterMetricFamily(
+        "pbx_bridge_commands",
+        "Commands to a PBX concluded, by outcome: succeeded, failed, unknown (never re-sent)",
+        labels=["source", "outcome"],
+    )
+    for (source, outcome), count in sorted(commander.counts.items()):
+        concluded.add_metric([source, outcome], count)
+    yield concluded
+    yield GaugeMetricFamily(
+        "pbx_bridge_commands_in_flight", "Commands sent and not yet concluded", commander.in_flight
+    )
+    yield CounterMetricFamily(
+        "pbx_bridge_command_logins", "Logins to PBX APIs (OnCall's token)", commander.driver.logins
+    )
+    yield CounterMetricFamily(
+        "pbx_bridge_gap_repairs",
+        "Calls ended from a PBX's active calls after a stream gap (learned_from: query)",
+        repairer.repairs,
     )
 
 

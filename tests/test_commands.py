@@ -346,3 +346,16 @@ async def test_a_crm_that_hangs_up_does_not_cut_the_command(
     pbx.release()
     await until(lambda: len(commands(daemon)) == 2, what="the outcome")
     assert commands(daemon)[-1]["type"] == "command.succeeded"
+
+
+async def test_commands_are_counted_by_source_and_outcome(
+    daemon: Daemon, pbx: CoralApi, http: aiohttp.ClientSession
+) -> None:
+    """/metrics: one succeeded, one refused (a busy extension) for the coral source."""
+    await send(http, daemon, ORIGINATE)
+    await send(http, daemon, ORIGINATE)  # 1001 is in the first call now: busy
+    async with http.get(f"{base_url(daemon)}/metrics") as response:
+        text = await response.text()
+    assert 'pbx_bridge_commands_total{outcome="succeeded",source="coral"} 1.0' in text
+    assert 'pbx_bridge_commands_total{outcome="failed",source="coral"} 1.0' in text
+    assert "pbx_bridge_commands_in_flight 0.0" in text

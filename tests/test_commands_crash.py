@@ -94,4 +94,5 @@ async def test_a_command_in_flight_at_a_sigkill_is_unknown_after_it_and_never_re
         concluded = [e for e in command_events(data_dir) if e["type"] == "command.failed"]
         assert len(concluded) == 1  # concluded at the restart, once
         assert any(line.get("event") == "commands_interrupted" for line in daemon.lines)
+        assert "dev-coral-key" not in json.dumps(daemon.lines)  # the api-key is never logged
         await daemon.stop()

@@ -43,7 +43,7 @@ from bridge.commands.adapter import Adapter, join
 from bridge.commands.model import Command, HttpAnswer, HttpRequest, Result, Target
 from bridge.errors import CommandRefused
 from bridge.sources.auth import webkey_for
-from bridge.vendors.coocenter import _extension_state
+from bridge.vendors.coocenter import extension_state
 
 # The book: "将指定分机的通话转接到另外的分机" (transfer an extension's call to another
 # extension). Nothing says a number or a queue is taken, so only an extension is offered.
@@ -333,7 +333,7 @@ def _state(value: str | None) -> str:
     if value is None:
         return "unknown"
     if re.fullmatch(r"-?\d+", value):
-        return _extension_state(int(value))[0]
+        return extension_state(int(value))[0]
     return _STATE_WORDS.get(value.replace(" ", "").lower(), "unknown")
 
 

@@ -186,6 +186,10 @@ class Commander:
     def reader(self) -> Reader:
         return self._reader
 
+    @property
+    def in_flight(self) -> int:
+        return len(self._inflight)
+
     def pending(self, command_id: str) -> bool:
         return command_id in self._inflight
 

@@ -53,7 +53,7 @@ def scenario(
 ) -> Call:
     """Call number ``call_no`` starting at epoch ``start``; ``tz`` is the PBX's local zone."""
     kind = rng.choice(KINDS)
-    call = _Builder(call_no, rng, start, tz, dialstatus)
+    call = Builder(call_no, rng, start, tz, dialstatus)
     if kind == "outbound":
         call.outbound()
     else:
@@ -62,7 +62,7 @@ def scenario(
 
 
 @dataclass(kw_only=True)
-class _Dial:
+class Dial:
     """One target rung: its dialend is sent when the dial ends (for Zycoo: when its leg ends)."""
 
     target: str
@@ -70,7 +70,7 @@ class _Dial:
     answered: bool
 
 
-class _Builder:
+class Builder:
     """Accumulates one call's pushes and expected types as simulated time moves on."""
 
     def __init__(
@@ -92,7 +92,7 @@ class _Builder:
         self.ivr: dict[str, str] = {}
         self.ring_s = 0.0
         self.offered = ""  # the agent the queue offered the call to last
-        self.talking: _Dial | None = None  # the answered dial whose leg is still up
+        self.talking: Dial | None = None  # the answered dial whose leg is still up
         self.missed = False
 
     def inbound(self, kind: Kind) -> None:
@@ -152,7 +152,7 @@ class _Builder:
         number = "01" + rng.choice("3589") + "".join(rng.choices("0123456789", k=9))
         self._extension(agent, 1)
         trunk = f"SIP/trunk1-{self._suffix()}"
-        self._dial(_Dial(target=number, channel=trunk, answered=True), rng.uniform(3, 20), "ANSWER")
+        self._dial(Dial(target=number, channel=trunk, answered=True), rng.uniform(3, 20), "ANSWER")
         self.t += rng.uniform(10, 240)
         self._leg_ends()
         self._hangup(agent, number)
@@ -192,12 +192,10 @@ class _Builder:
         self.offered = agent
         self._extension(agent, 8)
         channel = f"SIP/{agent}-{self._suffix()}"
-        self._dial(
-            _Dial(target=agent, channel=channel, answered=status == "ANSWER"), ring_s, status
-        )
+        self._dial(Dial(target=agent, channel=channel, answered=status == "ANSWER"), ring_s, status)
         self._extension(agent, 1 if status == "ANSWER" else 0)
 
-    def _dial(self, dial: _Dial, ring_s: float, status: str) -> None:
+    def _dial(self, dial: Dial, ring_s: float, status: str) -> None:
         self._push(
             "dialbegein",  # sic: the book's spelling
             timestamp=f"{self.t:.6f}",
@@ -230,12 +228,12 @@ class _Builder:
             self._dialend(dial, "hangup")
         return dial.target
 
-    def _dialend(self, dial: _Dial, status: str) -> None:
+    def _dialend(self, dial: Dial, status: str) -> None:
         self._push(
             "dialend", timestamp=f"{self.t:.6f}", **self._dial_fields(dial), dialstatus=status
         )
 
-    def _dial_fields(self, dial: _Dial) -> dict[str, str]:
+    def _dial_fields(self, dial: Dial) -> dict[str, str]:
         return {
             "channel": self.channel,
             "calleridnum": self.caller,

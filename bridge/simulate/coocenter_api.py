@@ -32,7 +32,7 @@ from aiohttp import web
 
 from bridge.simulate.api_common import ApiServer, Received
 from bridge.simulate.common import Call, Report, check, play
-from bridge.simulate.coocenter import _Builder, _Dial
+from bridge.simulate.coocenter import Builder, Dial
 from bridge.sources.auth import webkey_for
 
 PREFIX: Final = "/coocenter-api"
@@ -314,13 +314,13 @@ class CoocenterApi(ApiServer):
 
     async def _play(self, call_id: str, src: str, dst: str, start: float) -> None:
         """Ring src, dial dst, talk ``talk_s`` (or until hung up), end, record."""
-        call = _Builder(0, self.rng, start, self.tz, "zycoo")
+        call = Builder(0, self.rng, start, self.tz, "zycoo")
         call.call_id, call.caller, call.channel = call_id, src, f"SIP/{src}-{call._suffix()}"
         internal = dst in self.extensions
         far = f"SIP/{dst}-{call._suffix()}" if internal else f"SIP/trunk1-{call._suffix()}"
         call._extension(src, 8)  # the PBX rings the calling extension first
         call._extension(src, 1)
-        call._dial(_Dial(target=dst, channel=far, answered=True), 0.0, "ANSWER")
+        call._dial(Dial(target=dst, channel=far, answered=True), 0.0, "ANSWER")
         await self._deliver(call_id, call.pushes)
         row = self.active.get(call_id)
         if row is not None:

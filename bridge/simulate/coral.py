@@ -39,7 +39,7 @@ def scenario(call_no: int, rng: random.Random, *, start: float, tz: tzinfo = UTC
     ``call_no`` only names the call in the printed report: Coral's ids are random uuids.
     """
     kind = rng.choice(KINDS)
-    call = _Builder(rng, start, tz)
+    call = Builder(rng, start, tz)
     if rng.random() < HEALTH_RATIO:
         call.health()
     if kind == "outbound":
@@ -69,7 +69,7 @@ def path_for(push: dict[str, Any]) -> str:
     return api_of(push) if digest % 2 else ""
 
 
-class _Builder:
+class Builder:
     """Accumulates one call's pushes and expected types as simulated time moves on."""
 
     def __init__(self, rng: random.Random, start: float, tz: tzinfo) -> None:

@@ -29,7 +29,7 @@ from aiohttp import web
 from bridge.config_commands import CoralApiNameIn
 from bridge.simulate.api_common import ApiServer, Received
 from bridge.simulate.common import Call, Report, check, play
-from bridge.simulate.coral import _Builder, path_for
+from bridge.simulate.coral import Builder, path_for
 
 _JSON_APIS: Final = frozenset(
     {
@@ -290,7 +290,7 @@ class CoralApi(ApiServer):
     async def _play(self, call_id: str, extension: str, callee: str) -> None:
         """Ring the agent's phone, connect, talk ``talk_s`` (or until hung up), end, record."""
         start = time.time()
-        call = _Builder(self.rng, start, UTC)
+        call = Builder(self.rng, start, UTC)
         call.call_id = call_id
         call._states((extension, "ringing", callee))
         call._states((extension, "talking", callee))

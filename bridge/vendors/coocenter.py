@@ -157,7 +157,7 @@ _PRIORITY: Final = (
 )
 
 
-def _extension_state(status: int) -> tuple[str, list[str] | None]:
+def extension_state(status: int) -> tuple[str, list[str] | None]:
     """The state and the flags of an Asterisk extension-state bit set."""
     if not 0 <= status < 32:  # -1 removed, -2 deactivated, or bits Asterisk does not define
         return "unknown", None
@@ -176,7 +176,7 @@ def _extensionstatus(
         number = math.nan
     if not number.is_integer():
         raise PayloadError("status", f"expected an extension state number, got {status!r}")
-    state, flags = _extension_state(int(number))
+    state, flags = extension_state(int(number))
     data = {
         "extension": exten,
         "state": state,
