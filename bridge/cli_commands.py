@@ -219,6 +219,7 @@ async def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = 
                 answer = await response.json(content_type=None)
     except (aiohttp.ClientError, json.JSONDecodeError) as exc:
         print(f"pbx-bridge {args.command}: the bridge at {base} did not answer: {exc}", file=err)
+        _retry_hint(headers, err)
         return 2
     if args.command == "capabilities" and status == 200 and not args.json:
         _show_capabilities(answer, out)
@@ -232,10 +233,19 @@ async def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = 
             f"pbx-bridge {args.command}: {answer['outcome']}: {error.get('message', '')}",
             file=err,
         )
+        if answer["outcome"] == "unknown" or error.get("code") == "not_sent":
+            _retry_hint(headers, err)
         return 1
     detail = answer.get("detail", answer) if isinstance(answer, dict) else answer
     print(f"pbx-bridge {args.command}: {status}: {detail}", file=err)
     return 2
+
+
+def _retry_hint(headers: dict[str, str], err: TextIO) -> None:
+    """The key a retry must reuse: without it, running the command again may dial twice."""
+    key = headers.get("Idempotency-Key")
+    if key is not None:
+        print(f"pbx-bridge: to retry this command safely, add --key {key}", file=err)
 
 
 def _show_capabilities(answer: dict[str, Any], out: TextIO) -> None:

@@ -24,6 +24,8 @@ _APIS = {
     "coocenter": ("127.0.0.1:8091", "coocenter", "Zycoo CooCenter's /coocenter-api/..."),
     "coral": ("127.0.0.1:8092", "coral", "Coral IRIS IVDX's api/v3"),
     "oncall": ("127.0.0.1:8093", "oncall", "OnCall / PortSIP's REST API"),
+    "callog": ("127.0.0.1:8094", None, "the cloud IVR's settings/handler.ashx"),
+    "ccm": ("127.0.0.1:8095", None, "a Call Control Manager's api.aspx (provisioning)"),
 }
 
 
@@ -109,7 +111,13 @@ def server_of(args: argparse.Namespace) -> ApiServer:
             push_webkey=args.push_webkey,
             timezone=args.timezone,
         )
-    raise ValueError(f"no simulated API for {vendor!r}")
+    if vendor == "callog":
+        from bridge.simulate.callog_api import CallogApi
+
+        return CallogApi(host=host, port=port, api_key=args.api_key, customer_id=args.customer_id)
+    from bridge.simulate.ccm_api import CcmApi
+
+    return CcmApi(host=host, port=port, security_key=args.security_key)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -140,3 +140,18 @@ async def test_reconcile_adds_only_the_records_that_never_arrived(
             again = await response.json()
         assert (again["added"], again["duplicates"]) == (0, 12)
         assert completed(daemon) == counts
+
+
+async def test_an_unreadable_history_record_is_a_422_naming_it(
+    tmp_path: Path, pbx: OnCallApi, http: aiohttp.ClientSession
+) -> None:
+    """A record with a broken end time: 422 saying which, not a 500; nothing made of it."""
+    call = scenario(1, random.Random(1), start=START)
+    pbx.call_logs.append({**record_of(call), "end_time": "yesterday-ish"})
+    async with Daemon(daemon_config(tmp_path, sources=[oncall(pbx)])) as daemon:
+        reconcile = f"{base_url(daemon)}/v1/sources/oncall/reconcile"
+        async with http.post(reconcile, json={"since": int(START) - 3600}) as response:
+            answer = await response.json()
+            assert response.status == 422, answer
+        assert "end_time" in answer["error"]["message"]
+        assert completed(daemon) == Counter()

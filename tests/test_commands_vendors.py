@@ -269,3 +269,99 @@ async def test_a_click_to_call_closes_the_loop_through_the_pbxs_pushes(
         assert {e["subject"] for e in call_events} == {f"call/{call_id}"}
         assert "call.initiated" in types
         assert "call.completed" in types
+
+
+# -- the cloud IVR and the Call Control Manager ---------------------------------------------
+
+
+async def test_cloud_ivr_every_action(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    """An agent number off and on, a holiday, office hours: each a handler.ashx GET."""
+    from bridge.simulate.callog_api import CallogApi
+
+    async with CallogApi() as pbx:
+        api = {"url": pbx.url, "api_key": "dev-ivr-key", "customer_id": "dev-customer"}
+        source = {"name": "ivr", "vendor": "callog", "api": api}
+        async with Daemon(daemon_config(tmp_path, sources=[source])) as daemon:
+            await ok(
+                http, daemon, "ivr", "agent.set_available", agent="9876543210", available=False
+            )
+            assert pbx.available["9876543210"] is False
+            await ok(http, daemon, "ivr", "agent.set_available", agent="9876543210", available=True)
+            assert pbx.available["9876543210"] is True
+            await ok(http, daemon, "ivr", "ivr.holiday", date="2026-12-25")
+            await ok(
+                http,
+                daemon,
+                "ivr",
+                "ivr.office_hours",
+                day="Monday",
+                start="09:00 AM",
+                end="06:00 PM",
+            )
+            assert [r.action for r in pbx.received] == [
+                "ManageAgent",
+                "ManageAgent",
+                "holiday",
+                "OfficeTime",
+            ]
+            status, answer = await command(http, daemon, "ivr", "ivr.holiday", date="2026-13-45")
+            assert status == 400, answer
+            assert answer["field"] == "args.date"
+        api["api_key"] = "wrong-ivr-key"
+        async with Daemon(daemon_config(tmp_path / "b", sources=[source])) as daemon:
+            status, answer = await command(
+                http, daemon, "ivr", "agent.set_available", agent="9876543210", available=True
+            )
+            assert status == 422, answer
+            assert "Invalid API Key" in answer["error"]["message"]
+            assert "wrong-ivr-key" not in json.dumps(answer)
+
+
+async def test_provisioning_adds_updates_and_deletes_extensions(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """extension.provision through [sources.provisioning] on a source with no API of its own;
+    the CCM's refusals (a missing extension, a wrong key) come back in its words."""
+    from bridge.simulate.ccm_api import CcmApi
+
+    async with CcmApi() as ccm:
+        provisioning = {"url": ccm.endpoint, "security_key": "dev-ccm-key"}
+        source = {"name": "hq", "vendor": "coocenter", "provisioning": provisioning}
+        async with Daemon(daemon_config(tmp_path, sources=[source])) as daemon:
+            args = {"extension": "2001", "first_name": "Asha"}
+            await ok(http, daemon, "hq", "extension.provision", operation="add", **args)
+            await ok(
+                http,
+                daemon,
+                "hq",
+                "extension.provision",
+                operation="update",
+                **args,
+                last_name="Rao",
+            )
+            assert ccm.extensions["2001"]["LastName"] == "Rao"
+            await ok(
+                http, daemon, "hq", "extension.provision", operation="delete", extension="2001"
+            )
+            assert "2001" not in ccm.extensions
+            status, answer = await command(
+                http, daemon, "hq", "extension.provision", operation="delete", extension="2001"
+            )
+            assert status == 422, answer
+            assert answer["error"]["vendor_code"] == "WEBSERVICE_ERROR"
+            await ok(
+                http,
+                daemon,
+                "hq",
+                "phonebook.add",
+                first_name="Ravi",
+                last_name="K",
+                phone="0912345678",
+            )
+        provisioning["security_key"] = "wrong-ccm-key"
+        async with Daemon(daemon_config(tmp_path / "b", sources=[source])) as daemon:
+            status, answer = await command(
+                http, daemon, "hq", "extension.provision", operation="delete", extension="1"
+            )
+            assert status == 422, answer
+            assert answer["error"]["vendor_code"] == "INVALID_AUTH_ID"

@@ -138,3 +138,23 @@ async def test_the_repair_is_also_on_demand_and_spares_calls_newer_than_its_ques
         stream.drop_all()  # repair_after_gap = false: no question after this reconnect
         await until(lambda: stream.connects == 2, what="reconnect")
         assert len(pbx.received) == 1
+
+
+async def test_an_active_list_with_an_unnamed_call_ends_nothing(
+    tmp_path: Path, stream: RealtimeServer, pbx: CoralApi
+) -> None:
+    """A getactivecalls row without a uuid could be any open call: the repair refuses (422)
+    and ends none, rather than ending a live call the list failed to name."""
+    config = daemon_config(tmp_path, sources=[coral_source(stream, pbx, repair_after_gap=False)])
+    async with Daemon(config) as daemon, aiohttp.ClientSession() as http:
+        await until(lambda: stream.subscribers == 1, what="subscription")
+        await stream.publish(OC, message("live-1", "CHANNEL_BRIDGE"))
+        await until(
+            lambda: any(e["type"] == "call.answered" for e in events(daemon)), what="answer"
+        )
+        pbx.active["?"] = {**active_row("x"), "uuid": ""}
+        async with http.post(f"{base_url(daemon)}/v1/sources/coral/repair") as response:
+            answer = await response.json()
+            assert response.status == 422, answer
+        assert "without a uuid" in answer["error"]["message"]
+        assert ended(daemon, "live-1") == []

@@ -27,7 +27,7 @@ import msgspec
 
 from bridge.commands.actions import Action
 from bridge.commands.model import Command, HttpAnswer, HttpRequest, Result, Session, Target
-from bridge.errors import CommandRefused, SessionExpired
+from bridge.errors import CommandRefused, CommandUnknown, SessionExpired
 from bridge.events import Event
 from bridge.vendors.base import SourceContext
 
@@ -70,7 +70,8 @@ def join(base: str, path: str) -> str:
 
 
 def answer_json(answer: HttpAnswer) -> Any:
-    """The answer's JSON; a non-JSON answer is a refusal quoting (the start of) its text.
+    """The answer's JSON. A non-JSON error answer is a refusal quoting (the start of) its text;
+    a non-JSON 2xx is :class:`CommandUnknown` (the PBX may have acted).
 
     401 is :class:`SessionExpired` whatever the body, so a driver holding a login tries once
     more with a fresh one.
@@ -80,6 +81,11 @@ def answer_json(answer: HttpAnswer) -> Any:
     try:
         return _json.decode(answer.body)
     except msgspec.DecodeError:
+        if 200 <= answer.status < 300:  # it took the request and said something unreadable
+            raise CommandUnknown(
+                f"the PBX answered HTTP {answer.status} with no JSON ({_excerpt(answer)!r}): the"
+                " command may have been carried out, and is not sent again"
+            ) from None
         raise CommandRefused(
             f"the PBX answered HTTP {answer.status} with no JSON: {_excerpt(answer)!r}",
             status=answer.status,

@@ -232,6 +232,8 @@ def _active_calls(command: Command, data: Any) -> dict[str, Any]:
     from the list: so such an answer is refused rather than reported short.
     """
     groups: dict[str, list[dict[str, Any]]] = {}
+    if isinstance(data, list) and not all(isinstance(row, dict) for row in data):
+        raise CommandRefused("the PBX listed a channel that is not an object")
     for row in _rows(data):
         fields = _lower(row)
         key = _text(fields.get("linkedid")) or _text(fields.get("uniqueid"))

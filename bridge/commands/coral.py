@@ -244,7 +244,18 @@ def _originated(command: Command, data: Any) -> dict[str, Any]:
 
 
 def _active_calls(command: Command, data: Any) -> dict[str, Any]:
-    return {"calls": [call for row in _rows(data) if (call := _active_call(row)) is not None]}
+    # Strict: gap repair ends every open call this list does not name, so a row that cannot be
+    # read (not an object, no uuid) refuses the whole answer rather than shortening it.
+    # ``data: null`` is taken as no calls, the usual way for such an API to say so.
+    if isinstance(data, list) and not all(isinstance(row, dict) for row in data):
+        raise CommandRefused("getactivecalls answered a row that is not an object")
+    calls = []
+    for row in _rows(data):
+        call = _active_call(row)
+        if call is None:
+            raise CommandRefused("getactivecalls answered a call without a uuid")
+        calls.append(call)
+    return {"calls": calls}
 
 
 _DIRECTIONS: Final = {"in": "inbound", "out": "outbound", "internal": "internal"}

@@ -17,11 +17,20 @@ from collections.abc import Callable
 from typing import Final
 
 import aiohttp
+import structlog
 
 from bridge.commands.adapter import Adapter
 from bridge.commands.model import Command, HttpAnswer, HttpRequest, Result, Session, Target
 from bridge.config import SourceConfig
-from bridge.errors import CommandNotSent, CommandRefused, CommandUnknown, SessionExpired
+from bridge.errors import (
+    CommandError,
+    CommandNotSent,
+    CommandRefused,
+    CommandUnknown,
+    SessionExpired,
+)
+
+log = structlog.get_logger("bridge.commands")
 
 MAX_ANSWER_BYTES: Final = 4 << 20  # a page of call history fits; a runaway answer does not
 
@@ -57,7 +66,16 @@ class Driver:
         session = await self._session(adapter, source, timeout_s, connect_timeout_s)
         for attempt in range(2):
             target = Target(source=source, now=self._clock(), session=session)
-            request = adapter.build(command, target)
+            try:
+                request = adapter.build(command, target)
+            except CommandError:
+                raise
+            except Exception as exc:  # an adapter bug: nothing has been sent
+                log.exception("command_build_failed", vendor=adapter.vendor)
+                raise CommandNotSent(
+                    f"the {adapter.vendor} adapter could not build the request"
+                    f" ({type(exc).__name__})"
+                ) from None
             answer = await self.send(
                 request, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s
             )
@@ -68,6 +86,15 @@ class Driver:
                     raise
                 self._sessions.pop((source.name, adapter.vendor), None)
                 session = await self._session(adapter, source, timeout_s, connect_timeout_s)
+            except CommandError:
+                raise
+            except Exception as exc:  # an answer the adapter cannot read, after sending
+                log.exception("command_answer_unreadable", vendor=adapter.vendor)
+                raise CommandUnknown(
+                    f"the PBX's answer (HTTP {answer.status}) could not be read"
+                    f" ({type(exc).__name__}): the command may have been carried out, and is"
+                    " not sent again"
+                ) from None
         raise AssertionError("unreachable")
 
     async def _session(
@@ -121,12 +148,17 @@ class Driver:
                 allow_redirects=False,
                 skip_auto_headers=("User-Agent",) if request.header("user-agent") else (),
             ) as response:
-                body = await response.content.read(MAX_ANSWER_BYTES + 1)
-                if len(body) > MAX_ANSWER_BYTES:
-                    raise CommandRefused(
-                        f"the PBX's answer is larger than {MAX_ANSWER_BYTES} bytes",
-                        status=response.status,
-                    )
+                # The whole body, however many reads it takes, up to the cap.
+                chunks, size = [], 0
+                async for chunk in response.content.iter_chunked(1 << 16):
+                    size += len(chunk)
+                    if size > MAX_ANSWER_BYTES:  # sent, and its answer unreadable: unknown
+                        raise CommandUnknown(
+                            f"the PBX's answer is larger than {MAX_ANSWER_BYTES} bytes: the"
+                            " command may have been carried out, and is not sent again"
+                        )
+                    chunks.append(chunk)
+                body = b"".join(chunks)
                 headers = {key.lower(): value for key, value in response.headers.items()}
                 return HttpAnswer(status=response.status, headers=headers, body=body)
         except aiohttp.ConnectionTimeoutError:

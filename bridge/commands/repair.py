@@ -22,7 +22,14 @@ import msgspec
 import structlog
 
 from bridge.commands.service import Commander, bound_actions
-from bridge.errors import BridgeError, CommandInvalid, CommandRefused
+from bridge.errors import (
+    BridgeError,
+    CommandInvalid,
+    CommandNotSent,
+    CommandRefused,
+    CommandUnknown,
+    PayloadError,
+)
 from bridge.events import Event, make_event
 from bridge.store import commands as sql
 from bridge.store.reader import Reader
@@ -32,6 +39,8 @@ from bridge.vendors.base import at, context_template
 log = structlog.get_logger("bridge.commands")
 
 MAX_PAGES: Final = 200  # of call history in one reconcile run
+REPAIR_TRIES: Final = 5  # after a gap, while the PBX's API cannot be reached
+REPAIR_BACKOFF_S: Final = 1.0  # then 2, 4, 8 s
 
 
 class Repairer:
@@ -54,10 +63,19 @@ class Repairer:
         self._tasks[source_name] = task
 
     async def _quietly(self, source_name: str) -> None:
-        try:
-            await self.active_calls(source_name)
-        except BridgeError as exc:
-            log.warning("gap_repair_failed", source=source_name, error=str(exc))
+        """The repair after a gap, tried again with backoff while the PBX's API is not
+        reachable (it often comes back with the stream, not before it)."""
+        for attempt in range(REPAIR_TRIES):
+            try:
+                await self.active_calls(source_name)
+                return
+            except (CommandNotSent, CommandUnknown) as exc:
+                log.warning("gap_repair_retrying", source=source_name, error=str(exc))
+                await asyncio.sleep(REPAIR_BACKOFF_S * 2**attempt)
+            except BridgeError as exc:
+                log.warning("gap_repair_failed", source=source_name, error=str(exc))
+                return
+        log.warning("gap_repair_failed", source=source_name, error="the PBX's API not reached")
 
     async def active_calls(self, source_name: str) -> dict[str, Any]:
         """Ask the PBX for its active calls and end the calls it no longer has."""
@@ -125,7 +143,13 @@ class Repairer:
             pages += 1
             batch = result.data.get("records", [])
             records += len(batch)
-            made = bound.adapter.history_events(batch, at(template, datetime.now(UTC)))
+            try:
+                made = bound.adapter.history_events(batch, at(template, datetime.now(UTC)))
+            except PayloadError as exc:  # what came before is committed; say where it stopped
+                raise CommandRefused(
+                    f"page {page} of the call history has a record that cannot be read"
+                    f" ({exc}); {pages - 1} pages before it were folded in ({added} calls added)"
+                ) from None
             # A call whose record already arrived (as a push, in whatever firmware's shape) is
             # skipped whole: the events' ids alone would miss a CDR pushed in another shape.
             subjects = sorted({e.subject for e in made})

@@ -40,9 +40,9 @@ from bridge.commands import actions, registry
 from bridge.commands.actions import Action
 from bridge.commands.adapter import Adapter
 from bridge.commands.driver import Driver
-from bridge.commands.model import Command, Result
+from bridge.commands.model import Command, Result, Session, Target
 from bridge.config import Config, SourceConfig
-from bridge.errors import CommandError, CommandInvalid, CommandRefused
+from bridge.errors import BridgeError, CommandError, CommandInvalid, CommandRefused, CommandUnknown
 from bridge.events import Event, decode, event_id, rfc3339
 from bridge.store import commands as sql
 from bridge.store.reader import Reader
@@ -53,6 +53,8 @@ log = structlog.get_logger("bridge.commands")
 MAX_KEY: Final = 255
 RECENT: Final = 256  # outcomes kept in memory for a retry when their commit failed
 DRAIN_S: Final = 5.0  # at shutdown, how long commands in flight may finish
+_DRY_SESSION: Final = Session(token="dry-run", expires_at=float("inf"))
+STORE_WAIT_S: Final = 5.0  # how long a CRM waits for its outcome to be stored
 # HTTP status of an outcome: the PBX refused (422), was never reached (502, safe to retry),
 # or may have acted (504, never re-sent).
 STATUS: Final = {"succeeded": 200, "refused": 422, "not_sent": 502, "unknown": 504}
@@ -229,7 +231,18 @@ class Commander:
             raise CommandInvalid("action", problem, supported=supported)
         item = bound[action]
         args = actions.check(item.action, body.get("args", {}))
-        return source, item, Command(source=name, action=action, args=args)
+        command = Command(source=name, action=action, args=args)
+        # Build the request once, dry (builds are pure): an argument only the vendor's adapter
+        # can judge (a date's format, what an operation needs) is refused here, before the
+        # command is stored, not after. Any other failure is the driver's to report.
+        dry = Target(source=source, now=self._clock(), session=_DRY_SESSION)
+        try:
+            item.adapter.build(command, dry)
+        except CommandInvalid:
+            raise
+        except Exception:  # the real build reports it, as not sent
+            pass
+        return source, item, command
 
     async def submit(
         self, body: object, *, key: str | None = None, by: str = ""
@@ -303,7 +316,7 @@ class Commander:
                     return {**answer_of(requested, decode(stored[outcome_id])), "replayed": True}
                 # Requested by a run that ended before its outcome: concluded, never re-sent.
                 return {**await self._conclude_interrupted(requested), "replayed": True}
-        self._limit(source)
+        lane = self._limit(source)  # held: a reload may drop the source meanwhile
         now = self._clock()
         requested = _event(
             source,
@@ -328,7 +341,6 @@ class Commander:
             return await self._conclude_interrupted(requested)
         requested = msgspec.structs.replace(requested, seq=committed[0].seq)
         log.info("command_requested", source=source.name, action=command.action, id=command_id)
-        lane = self._lanes[source.name]
         started = time.monotonic()
         async with lane.slots:
             try:
@@ -341,6 +353,11 @@ class Commander:
                 )
             except CommandError as exc:
                 outcome = _failure(exc)
+            except Exception as exc:  # a bug: the request may have gone, so never again
+                log.exception("command_crashed", source=source.name, action=command.action)
+                outcome = _failure(
+                    CommandUnknown(f"the command failed in the bridge ({type(exc).__name__})")
+                )
             else:
                 outcome = {"outcome": "succeeded", "result": result.data}
                 if result.message:
@@ -374,18 +391,36 @@ class Commander:
             code=error.get("code"),
             vendor_message=error.get("message"),
         )
+        # The outcome is stored before it is answered. When the outbox refuses, the store is
+        # retried in a task of its own; past STORE_WAIT_S the CRM is told the outcome with
+        # "recorded": false (the retries go on until they succeed or the daemon stops).
+        store = asyncio.get_running_loop().create_task(self._store(event))
+        self._tasks.add(store)
+        store.add_done_callback(self._tasks.discard)
         try:
-            committed = await self._writer.submit([event])
-        except Exception as exc:  # the command happened: say so, even if the record failed
-            log.error("command_outcome_not_stored", id=command_id, error=str(exc))
-            answer = answer_of(requested, event)
+            seq = await asyncio.wait_for(asyncio.shield(store), STORE_WAIT_S)
+        except TimeoutError:
+            answer = {**answer_of(requested, event), "recorded": False}
             self._remember(requested, answer)
             return answer
-        if committed:
-            event = msgspec.structs.replace(event, seq=committed[0].seq)
+        if seq is not None:
+            event = msgspec.structs.replace(event, seq=seq)
         answer = answer_of(requested, event)
         self._remember(requested, answer)
         return answer
+
+    async def _store(self, event: Event) -> int | None:
+        """Commit an outcome, retrying with backoff until the outbox takes it."""
+        delay_s = 0.05
+        while True:
+            try:
+                committed = await self._writer.submit([event])
+            except BridgeError as exc:
+                log.error("command_outcome_not_stored", id=event.data["command_id"], error=str(exc))
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 5.0)
+                continue
+            return committed[0].seq if committed else None
 
     async def _conclude_interrupted(self, requested: Event) -> dict[str, Any]:
         name = requested.source.rsplit("/", 1)[-1]
@@ -408,18 +443,22 @@ class Commander:
         while len(self._recent) > RECENT:
             del self._recent[next(iter(self._recent))]
 
-    def _limit(self, source: SourceConfig) -> None:
-        wait_s = self._lanes[source.name].take()
+    def _limit(self, source: SourceConfig, *, bucket: bool = True) -> _Lane:
+        lane = self._lanes[source.name]
+        wait_s = lane.take() if bucket else None
         if wait_s is not None:
             raise RateLimited(
                 f"source {source.name!r} takes at most"
                 f" {source.api.rate_per_s if source.api else 0:g} commands a second",
                 retry_after_s=wait_s,
             )
+        return lane
 
-    async def _query(self, source: SourceConfig, item: Bound, command: Command) -> Result:
-        self._limit(source)
-        async with self._lanes[source.name].slots:
+    async def _query(
+        self, source: SourceConfig, item: Bound, command: Command, *, bucket: bool = True
+    ) -> Result:
+        lane = self._limit(source, bucket=bucket)
+        async with lane.slots:
             return await self.driver.run(
                 item.adapter,
                 command,
@@ -429,9 +468,10 @@ class Commander:
             )
 
     async def query(self, source_name: str, action: str, args: Mapping[str, Any]) -> Result:
-        """Run a query action for the bridge itself (gap repair, reconcile)."""
+        """Run a query action for the bridge itself (gap repair, reconcile): not counted
+        against the source's rate limit, which is the CRMs'; still within its concurrency."""
         source, item, command = self.parse({"source": source_name, "action": action, "args": args})
-        return await self._query(source, item, command)
+        return await self._query(source, item, command, bucket=False)
 
     # -- lifecycle --------------------------------------------------------------------------
 
