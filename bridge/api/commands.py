@@ -20,8 +20,10 @@ from aiohttp import web
 from bridge.api.access import Access
 from bridge.api.admin import guarded
 from bridge.api.routes import ACCESS, BadQuery, error, json_body
+from bridge.commands.bound import capabilities
+from bridge.commands.outcome import answer_of
 from bridge.commands.repair import Repairer
-from bridge.commands.service import Commander, Conflict, RateLimited, answer_of, capabilities
+from bridge.commands.service import Commander, Conflict, RateLimited
 from bridge.errors import CommandError, CommandInvalid, OutboxError
 from bridge.events import decode
 from bridge.store import commands as sql

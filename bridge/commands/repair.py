@@ -21,7 +21,8 @@ from typing import Any, Final
 import msgspec
 import structlog
 
-from bridge.commands.service import Commander, bound_actions
+from bridge.commands.bound import bound_actions
+from bridge.commands.service import Commander
 from bridge.errors import (
     BridgeError,
     CommandInvalid,

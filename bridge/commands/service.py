@@ -29,21 +29,26 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final
 
 import msgspec
 import structlog
 
-from bridge.commands import actions, registry
-from bridge.commands.actions import Action
-from bridge.commands.adapter import Adapter
+from bridge.commands import actions
+from bridge.commands.bound import Bound, bound_actions
 from bridge.commands.driver import Driver
 from bridge.commands.model import Command, Result, Session, Target
+from bridge.commands.outcome import (
+    answer_of,
+    canonical,
+    command_event,
+    failure,
+    fingerprint_of,
+    status_of,
+)
 from bridge.config import Config, SourceConfig
-from bridge.errors import BridgeError, CommandError, CommandInvalid, CommandRefused, CommandUnknown
-from bridge.events import Event, decode, event_id, rfc3339
+from bridge.errors import BridgeError, CommandError, CommandInvalid, CommandUnknown
+from bridge.events import Event, decode, event_id
 from bridge.store import commands as sql
 from bridge.store.reader import Reader
 from bridge.store.writer import Writer
@@ -55,9 +60,6 @@ RECENT: Final = 256  # outcomes kept in memory for a retry when their commit fai
 DRAIN_S: Final = 5.0  # at shutdown, how long commands in flight may finish
 _DRY_SESSION: Final = Session(token="dry-run", expires_at=float("inf"))
 STORE_WAIT_S: Final = 5.0  # how long a CRM waits for its outcome to be stored
-# HTTP status of an outcome: the PBX refused (422), was never reached (502, safe to retry),
-# or may have acted (504, never re-sent).
-STATUS: Final = {"succeeded": 200, "refused": 422, "not_sent": 502, "unknown": 504}
 
 
 class RateLimited(CommandError):
@@ -72,16 +74,6 @@ class Conflict(CommandError):
     """An Idempotency-Key already names a different command."""
 
     code = "idempotency_conflict"
-
-
-@dataclass(frozen=True, slots=True)
-class Bound:
-    """An action as one source supports it: the adapter that sends it, and its timeouts."""
-
-    action: Action
-    adapter: Adapter
-    timeout_s: float
-    connect_timeout_s: float
 
 
 class _Lane:
@@ -102,38 +94,6 @@ class _Lane:
             self.tokens -= 1
             return None
         return (1 - self.tokens) / self.rate_per_s
-
-
-def bound_actions(source: SourceConfig) -> dict[str, Bound]:
-    """Every action ``source`` supports, from its ``api`` and ``provisioning`` tables."""
-    out: dict[str, Bound] = {}
-    adapter = registry.ADAPTERS.get(source.vendor)
-    if source.api is not None and adapter is not None:
-        for name, action in adapter.actions.items():
-            out[name] = Bound(action, adapter, source.api.timeout_s, source.api.connect_timeout_s)
-    ccm = registry.PROVISIONING
-    if (prov := source.provisioning) is not None and ccm is not None:
-        for name, action in ccm.actions.items():
-            out[name] = Bound(action, ccm, prov.timeout_s, prov.connect_timeout_s)
-    return out
-
-
-def capabilities(source: SourceConfig) -> dict[str, Any]:
-    """What ``GET /v1/sources/{name}/capabilities`` answers."""
-    bound = bound_actions(source)
-    return {
-        "source": source.name,
-        "vendor": source.vendor,
-        "actions": {
-            name: {
-                "summary": item.action.summary,
-                "query": item.action.query,
-                "via": "provisioning" if item.adapter is registry.PROVISIONING else "api",
-                "args": item.action.schema(),
-            }
-            for name, item in sorted(bound.items())
-        },
-    }
 
 
 def _command_id(key: str | None) -> str:
@@ -261,13 +221,13 @@ class Commander:
                 **({"message": result.message} if result.message else {}),
             }
         command_id = _command_id(key)
-        fingerprint = (command.source, command.action, _canonical(command.args))
+        fingerprint = (command.source, command.action, canonical(command.args))
         joined = self._inflight.get(command_id)
         if joined is not None:
             if joined[0] != fingerprint:
                 raise Conflict(f"Idempotency-Key {key!r} already names a different command")
             answer = await asyncio.shield(joined[1])
-            return _status(answer), {**answer, "replayed": True}
+            return status_of(answer), {**answer, "replayed": True}
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._inflight[command_id] = (fingerprint, future)
         task = asyncio.get_running_loop().create_task(
@@ -289,7 +249,7 @@ class Commander:
 
         task.add_done_callback(done)
         answer = await asyncio.shield(future)
-        return _status(answer), answer
+        return status_of(answer), answer
 
     async def _execute(
         self,
@@ -310,7 +270,7 @@ class Commander:
             stored = await self._reader.run(lambda c: sql.bodies(c, [command_id, outcome_id]))
             if command_id in stored:
                 requested = decode(stored[command_id])
-                if _fingerprint(requested) != fingerprint:
+                if fingerprint_of(requested) != fingerprint:
                     raise Conflict(f"Idempotency-Key {key!r} already names a different command")
                 if outcome_id in stored:
                     return {**answer_of(requested, decode(stored[outcome_id])), "replayed": True}
@@ -318,7 +278,7 @@ class Commander:
                 return {**await self._conclude_interrupted(requested), "replayed": True}
         lane = self._limit(source)  # held: a reload may drop the source meanwhile
         now = self._clock()
-        requested = _event(
+        requested = command_event(
             source,
             "command.requested",
             command_id,
@@ -352,10 +312,10 @@ class Commander:
                     connect_timeout_s=item.connect_timeout_s,
                 )
             except CommandError as exc:
-                outcome = _failure(exc)
+                outcome = failure(exc)
             except Exception as exc:  # a bug: the request may have gone, so never again
                 log.exception("command_crashed", source=source.name, action=command.action)
-                outcome = _failure(
+                outcome = failure(
                     CommandUnknown(f"the command failed in the bridge ({type(exc).__name__})")
                 )
             else:
@@ -370,7 +330,7 @@ class Commander:
     ) -> dict[str, Any]:
         command_id = requested.data["command_id"]
         kind = "command.succeeded" if outcome["outcome"] == "succeeded" else "command.failed"
-        event = _event(
+        event = command_event(
             source,
             kind,
             _outcome_id(command_id),
@@ -439,7 +399,7 @@ class Commander:
         )
 
     def _remember(self, requested: Event, answer: dict[str, Any]) -> None:
-        self._recent[requested.data["command_id"]] = (_fingerprint(requested), answer)
+        self._recent[requested.data["command_id"]] = (fingerprint_of(requested), answer)
         while len(self._recent) > RECENT:
             del self._recent[next(iter(self._recent))]
 
@@ -498,71 +458,3 @@ class Commander:
             task.cancel()
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await self.driver.close()
-
-
-def _status(answer: Mapping[str, Any]) -> int:
-    if answer["outcome"] == "succeeded":
-        return 200
-    code = answer.get("error", {}).get("code")
-    if answer["outcome"] == "unknown":
-        return STATUS["unknown"]
-    return STATUS["not_sent"] if code == "not_sent" else STATUS["refused"]
-
-
-def _failure(exc: CommandError) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": exc.code, "message": exc.message}
-    if isinstance(exc, CommandRefused):
-        if exc.vendor_code:
-            error["vendor_code"] = exc.vendor_code
-        if exc.status:
-            error["vendor_status"] = exc.status
-    outcome = "unknown" if exc.code == "unknown" else "failed"
-    return {"outcome": outcome, "error": error}
-
-
-def _canonical(args: Mapping[str, Any]) -> str:
-    return repr(sorted(args.items()))
-
-
-def _fingerprint(requested: Event) -> tuple[str, str, str]:
-    name = requested.source.rsplit("/", 1)[-1]
-    return (name, requested.data["action"], _canonical(requested.data.get("args", {})))
-
-
-def _event(
-    source: SourceConfig, kind: str, id_: str, action: str, now: float, data: dict[str, Any]
-) -> Event:
-    return Event(
-        id=id_,
-        source=f"/{source.vendor}/{source.name}",
-        type=kind,
-        time=rfc3339(datetime.fromtimestamp(now, UTC)),
-        subject=f"command/{data['command_id']}",
-        vendor=source.vendor,
-        vendorevent=action,
-        data={key: value for key, value in data.items() if value is not None},
-    )
-
-
-def answer_of(requested: Event, outcome: Event) -> dict[str, Any]:
-    """The API's answer for a command, from its two events."""
-    data = outcome.data
-    answer: dict[str, Any] = {
-        "id": requested.data["command_id"],
-        "source": requested.source.rsplit("/", 1)[-1],
-        "action": requested.data["action"],
-        "args": requested.data.get("args", {}),
-        "outcome": data["outcome"],
-    }
-    for key in ("result", "error", "message", "duration_ms"):
-        if key in data:
-            answer[key] = data[key]
-    answer["requested_at"] = requested.time
-    answer["finished_at"] = outcome.time
-    if requested.data.get("idempotency_key") is not None:
-        answer["idempotency_key"] = requested.data["idempotency_key"]
-    if requested.seq is not None:
-        answer["requested_seq"] = requested.seq
-    if outcome.seq is not None:
-        answer["outcome_seq"] = outcome.seq
-    return answer
