@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -23,7 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from bridge.errors import ConfigError
-from bridge.simulate.common import check
+from bridge.simulate.common import Call, Report, Send, check, play
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,3 +135,31 @@ class ApiServer:
                 await task
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+async def play_back(
+    call: Call,
+    send: Send,
+    *,
+    retransmit_s: float,
+    max_tries: int,
+    report: Report | None = None,
+    rng: random.Random | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Report:
+    """Deliver one placed call's pushes to the bridge as the PBX does: in order, each
+    retransmitted until acknowledged (no extra duplicates: a click's call is played once)."""
+    return await play(
+        [call],
+        send,
+        rng=rng or random.Random(0),
+        rate=1000.0,
+        out=io.StringIO(),
+        retransmit_s=retransmit_s,
+        duplicate_ratio=0.0,
+        concurrency=1,
+        max_tries=max_tries,
+        timeout_s=10.0,
+        report=report or Report(),
+        headers=headers,
+    )

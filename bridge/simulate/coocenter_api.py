@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import itertools
 import json
 import random
@@ -30,8 +29,8 @@ from zoneinfo import ZoneInfo
 import aiohttp
 from aiohttp import web
 
-from bridge.simulate.api_common import ApiServer, Received
-from bridge.simulate.common import Call, Report, check, play
+from bridge.simulate.api_common import ApiServer, Received, play_back
+from bridge.simulate.common import Call, Report, check
 from bridge.simulate.coocenter import Builder, Dial
 from bridge.sources.auth import webkey_for
 
@@ -355,18 +354,13 @@ class CoocenterApi(ApiServer):
                 return answer.status
 
         plan = Call(kind="outbound", call_id=call_id, pushes=pushes, expected_types=[])
-        await play(
-            [plan],
+        await play_back(
+            plan,
             send,
-            rng=self.rng,
-            rate=1000.0,
-            out=io.StringIO(),
             retransmit_s=self.retransmit_s,
-            duplicate_ratio=0.0,
-            concurrency=1,
             max_tries=self.max_tries,
-            timeout_s=10.0,
             report=self.report,
+            rng=self.rng,
         )
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import random
 import time
@@ -27,8 +26,8 @@ import aiohttp
 from aiohttp import web
 
 from bridge.config_commands import CoralApiNameIn
-from bridge.simulate.api_common import ApiServer, Received
-from bridge.simulate.common import Call, Report, check, play
+from bridge.simulate.api_common import ApiServer, Received, play_back
+from bridge.simulate.common import Call, Report, check
 from bridge.simulate.coral import Builder, path_for
 
 _JSON_APIS: Final = frozenset(
@@ -323,18 +322,13 @@ class CoralApi(ApiServer):
                 return answer.status
 
         plan = Call(kind="outbound", call_id=call_id, pushes=pushes, expected_types=[])
-        await play(
-            [plan],
+        await play_back(
+            plan,
             send,
-            rng=self.rng,
-            rate=1000.0,
-            out=io.StringIO(),
             retransmit_s=self.retransmit_s,
-            duplicate_ratio=0.0,
-            concurrency=1,
             max_tries=self.max_tries,
-            timeout_s=10.0,
             report=self.report,
+            rng=self.rng,
         )
 
 

@@ -12,7 +12,6 @@ pushes and its CDR (``push_url + "/cdr"``) back to the bridge, built by
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import random
@@ -25,8 +24,8 @@ from typing import Any, Final
 import aiohttp
 from aiohttp import web
 
-from bridge.simulate.api_common import ApiServer
-from bridge.simulate.common import Call, Report, basic_auth, check, play
+from bridge.simulate.api_common import ApiServer, play_back
+from bridge.simulate.common import Call, Report, basic_auth, check
 from bridge.simulate.oncall import CDR_EVENTS, expected_types
 from bridge.simulate.oncall_pushes import DOMAIN, TRUNK, CallBuilder
 
@@ -298,19 +297,8 @@ class OnCallApi(ApiServer):
         auth = None
         if self.push_username is not None:
             auth = basic_auth(self.push_username, self.push_password or "")
-        report = await play(
-            [call],
-            send,
-            rng=random.Random(0),
-            rate=1.0,
-            out=io.StringIO(),
-            retransmit_s=_PUSH_RETRANSMIT_S,
-            duplicate_ratio=0.0,
-            concurrency=1,
-            max_tries=5,
-            timeout_s=5.0,
-            report=Report(),
-            headers=auth,
+        report = await play_back(
+            call, send, retransmit_s=_PUSH_RETRANSMIT_S, max_tries=5, headers=auth
         )
         self.reports.append(report)
 
