@@ -27,7 +27,7 @@ import msgspec
 
 from bridge.commands.actions import Action
 from bridge.commands.model import Command, HttpAnswer, HttpRequest, Result, Session, Target
-from bridge.errors import CommandRefused, CommandUnknown, SessionExpired
+from bridge.errors import CommandError, CommandRefused, CommandUnknown
 from bridge.events import Event
 from bridge.vendors.base import SourceContext
 
@@ -69,27 +69,19 @@ def join(base: str, path: str) -> str:
     return f"{base.rstrip('/')}/{path.lstrip('/')}"
 
 
-def answer_json(answer: HttpAnswer) -> Any:
-    """The answer's JSON. A non-JSON error answer is a refusal quoting (the start of) its text;
-    a non-JSON 2xx is :class:`CommandUnknown` (the PBX may have acted).
-
-    401 is :class:`SessionExpired` whatever the body, so a driver holding a login tries once
-    more with a fresh one.
-    """
-    if answer.status == 401:
-        raise SessionExpired(_excerpt(answer) or "unauthorized", status=401)
-    try:
-        return _json.decode(answer.body)
-    except msgspec.DecodeError:
-        if 200 <= answer.status < 300:  # it took the request and said something unreadable
-            raise CommandUnknown(
-                f"the PBX answered HTTP {answer.status} with no JSON ({_excerpt(answer)!r}): the"
-                " command may have been carried out, and is not sent again"
-            ) from None
-        raise CommandRefused(
-            f"the PBX answered HTTP {answer.status} with no JSON: {_excerpt(answer)!r}",
-            status=answer.status,
-        ) from None
+def unreadable(answer: HttpAnswer, text: str) -> CommandError:
+    """What an answer the adapter cannot read means. After a 2xx the PBX took the request and
+    may have acted, so it is :class:`CommandUnknown` (never re-sent); any other status is a
+    refusal. ``text`` is what to quote of it, already free of credentials."""
+    if 200 <= answer.status < 300:
+        return CommandUnknown(
+            f"the PBX answered HTTP {answer.status} in a shape it does not document ({text!r}):"
+            " the command may have been carried out, and is not sent again"
+        )
+    return CommandRefused(
+        f"the PBX answered HTTP {answer.status} in a shape it does not document: {text!r}",
+        status=answer.status,
+    )
 
 
 def _excerpt(answer: HttpAnswer, limit: int = 200) -> str:

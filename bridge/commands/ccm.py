@@ -38,7 +38,7 @@ import msgspec
 
 from bridge.commands import actions
 from bridge.commands.actions import FIRST_NAME, LAST_NAME, PROVISION, Action, Arg
-from bridge.commands.adapter import Adapter, json_body
+from bridge.commands.adapter import Adapter, json_body, unreadable
 from bridge.commands.model import Command, HttpAnswer, HttpRequest, Result, Target
 from bridge.errors import CommandInvalid, CommandRefused
 
@@ -143,10 +143,7 @@ def _decoded(answer: HttpAnswer) -> dict[str, Any]:
         break
     text = _redact(" ".join(answer.text.split()))
     text = text if len(text) <= 200 else text[:200] + "..."
-    raise CommandRefused(
-        f"the Call Control Manager answered HTTP {answer.status} without its JSON: {text!r}",
-        status=answer.status,
-    )
+    raise unreadable(answer, text)
 
 
 def _text(value: Any) -> str | None:

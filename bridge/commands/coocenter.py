@@ -39,7 +39,7 @@ from bridge.commands.actions import (
     TO_KIND,
     TRANSFER,
 )
-from bridge.commands.adapter import Adapter, join
+from bridge.commands.adapter import Adapter, join, unreadable
 from bridge.commands.model import Command, HttpAnswer, HttpRequest, Result, Target
 from bridge.errors import CommandRefused
 from bridge.sources.auth import webkey_for
@@ -163,11 +163,7 @@ def _decoded(answer: HttpAnswer) -> dict[str, Any] | list[Any]:
     if isinstance(decoded, list) and ok_status:
         return decoded
     if not isinstance(decoded, dict):
-        text = _redact(answer.text.strip())[:200]
-        raise CommandRefused(
-            f"the PBX answered HTTP {answer.status} without its status wrapper: {text!r}",
-            status=answer.status,
-        )
+        raise unreadable(answer, _redact(answer.text.strip())[:200])
     status = decoded.get("status")
     if ok_status and isinstance(status, str) and status.strip().lower() == "success":
         return decoded

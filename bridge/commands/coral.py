@@ -40,7 +40,7 @@ from bridge.commands.actions import (
     TRANSFER,
     Arg,
 )
-from bridge.commands.adapter import Adapter, join, json_body, with_query
+from bridge.commands.adapter import Adapter, join, json_body, unreadable, with_query
 from bridge.commands.model import Command, HttpAnswer, HttpRequest, Result, Target
 from bridge.config import SourceApi
 from bridge.errors import CommandRefused
@@ -205,11 +205,7 @@ def _wrapper(answer: HttpAnswer) -> dict[str, Any]:
     except msgspec.DecodeError:
         decoded = None
     if not isinstance(decoded, dict):
-        text = _redact(answer.text.strip())[:200]
-        raise CommandRefused(
-            f"the PBX answered HTTP {answer.status} without its status wrapper: {text!r}",
-            status=answer.status,
-        )
+        raise unreadable(answer, _redact(answer.text.strip())[:200])
     status = decoded.get("status")
     ok = status == 0 or status == "0"
     if ok and 200 <= answer.status < 300:

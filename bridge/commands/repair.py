@@ -50,6 +50,11 @@ class Repairer:
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self.repairs = 0  # calls ended from a query, for /metrics
 
+    @property
+    def tasks(self) -> int:
+        """Repairs running now."""
+        return sum(not task.done() for task in self._tasks.values())
+
     def after_gap(self, source_name: str) -> None:
         """A realtime source reconnected after a gap: check its calls (once at a time)."""
         source = self._commander.source(source_name)
@@ -95,7 +100,7 @@ class Repairer:
         held = await self._reader.run(lambda conn: sql.open_calls(conn, name, head))
         now = datetime.now(UTC)
         ended: list[Event] = []
-        for subject, _record in held:
+        for subject in held:
             key = subject.removeprefix("call/")
             if key in active:
                 continue

@@ -56,7 +56,7 @@ from bridge.store.writer import Writer
 log = structlog.get_logger("bridge.commands")
 
 MAX_KEY: Final = 255
-RECENT: Final = 256  # outcomes kept in memory for a retry when their commit failed
+RECENT: Final = 256  # outcomes kept in memory while the outbox refuses to store them
 DRAIN_S: Final = 5.0  # at shutdown, how long commands in flight may finish
 _DRY_SESSION: Final = Session(token="dry-run", expires_at=float("inf"))
 STORE_WAIT_S: Final = 5.0  # how long a CRM waits for its outcome to be stored
@@ -360,14 +360,15 @@ class Commander:
         try:
             seq = await asyncio.wait_for(asyncio.shield(store), STORE_WAIT_S)
         except TimeoutError:
+            # Until the store succeeds, a retry must find this outcome here, not conclude the
+            # command anew from an outbox that holds only its request.
             answer = {**answer_of(requested, event), "recorded": False}
             self._remember(requested, answer)
+            store.add_done_callback(lambda _: self._recent.pop(command_id, None))
             return answer
         if seq is not None:
             event = msgspec.structs.replace(event, seq=seq)
-        answer = answer_of(requested, event)
-        self._remember(requested, answer)
-        return answer
+        return answer_of(requested, event)
 
     async def _store(self, event: Event) -> int | None:
         """Commit an outcome, retrying with backoff until the outbox takes it."""

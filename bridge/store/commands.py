@@ -29,14 +29,14 @@ def requests(conn: sqlite3.Connection) -> list[tuple[str, bytes]]:
     return [(row[0], row[1]) for row in conn.execute(OPEN_SQL)]
 
 
-def open_calls(conn: sqlite3.Connection, source: str, up_to_seq: int) -> list[tuple[str, bytes]]:
-    """A source's calls not ended whose last event is at or before ``up_to_seq``: the ones a
-    snapshot of the PBX's active calls taken after that seq can speak for."""
+def open_calls(conn: sqlite3.Connection, source: str, up_to_seq: int) -> list[str]:
+    """The subjects of a source's calls not ended whose last event is at or before
+    ``up_to_seq``: the ones a snapshot of the PBX's active calls taken after it speaks for."""
     rows = conn.execute(
-        "SELECT subject, record FROM calls WHERE source = ? AND state < 3 AND last_seq <= ?",
+        "SELECT subject FROM calls WHERE source = ? AND state < 3 AND last_seq <= ?",
         (source, up_to_seq),
     )
-    return [(row[0], row[1]) for row in rows]
+    return [row[0] for row in rows]
 
 
 def recorded_calls(conn: sqlite3.Connection, source: str, subjects: Sequence[str]) -> set[str]:
